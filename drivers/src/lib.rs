@@ -9,6 +9,12 @@ pub mod device;
 pub mod reading;
 mod registry;
 
+#[cfg(feature = "modbus")]
+pub mod modbus;
+#[cfg(feature = "opcua")]
+pub mod opcua;
+#[cfg(feature = "serial")]
+pub mod serial;
 #[cfg(feature = "sim")]
 pub mod sim;
 

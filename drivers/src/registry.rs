@@ -17,6 +17,12 @@ pub fn parse_device(
     match kind {
         #[cfg(feature = "sim")]
         "sim" => crate::sim::parse(name, table),
+        #[cfg(feature = "modbus")]
+        "modbus" => crate::modbus::parse(name, table),
+        #[cfg(feature = "opcua")]
+        "opcua" => crate::opcua::parse(name, table),
+        #[cfg(feature = "serial")]
+        "serial" => crate::serial::parse(name, table),
         known if DRIVER_KINDS.contains(&known) => Err(vec![ConfigIssue::new(
             "driver",
             format!("driver `{known}` is not compiled into this build (cargo feature `{known}`)"),
