@@ -1,6 +1,7 @@
 //! The driver contract: what a configured device is, what it gets to run, and how it reports.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,9 @@ pub struct DeviceContext {
     pub sink: ReadingSink,
     pub metrics: Arc<DeviceMetrics>,
     pub shutdown: CancellationToken,
+    /// The agent's state directory (e.g. /var/lib/lineside): where a driver keeps files it owns, such as
+    /// the OPC UA PKI directory. Relative paths in a device's config resolve against it.
+    pub state_dir: PathBuf,
 }
 
 impl DeviceContext {

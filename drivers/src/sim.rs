@@ -478,6 +478,7 @@ mod tests {
             sink,
             metrics: Arc::new(crate::DeviceMetrics::new("d", "sim")),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            state_dir: std::env::temp_dir(),
         };
         let stop = ctx.shutdown.clone();
         let metrics = ctx.metrics.clone();
