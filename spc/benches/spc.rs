@@ -1,1 +1,85 @@
-fn main() {}
+//! Points per second per core: I-MR with all eight Nelson rules, and X-bar-R with n = 5.
+//!
+//! Run: `cargo bench -p lineside-spc --bench spc`. Each iteration pushes a block of observations
+//! into a phase-II chart (fixed limits) and drains the outputs after every observation, as the
+//! agent does; the reported throughput is observations per second.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use lineside_spc::{Characteristic, CharacteristicSpec, Observation, Output};
+
+const BLOCK: usize = 100_000;
+
+/// Deterministic, roughly normal data (sum of four uniforms from a xorshift generator), with a
+/// slow drift so that some rules fire.
+fn data(n: usize) -> Vec<f64> {
+    let mut s: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|i| {
+            let u = next() + next() + next() + next() - 2.0;
+            10.0 + u * 1.7 + ((i / 5000) % 3) as f64 * 0.3
+        })
+        .collect()
+}
+
+fn engine(toml_text: &str) -> Characteristic {
+    let spec: CharacteristicSpec = toml::from_str(toml_text).expect("spec");
+    Characteristic::new(spec).expect("valid spec")
+}
+
+fn run(c: &mut Characteristic, values: &[f64], out: &mut Vec<Output>, seq: &mut u64) -> usize {
+    let mut n = 0;
+    for &v in values {
+        *seq += 1;
+        c.push(Observation::new(*seq, *seq as i64, v), out);
+        n += out.len();
+        out.clear();
+    }
+    n
+}
+
+fn bench(cr: &mut Criterion) {
+    let values = data(BLOCK);
+    let mut g = cr.benchmark_group("spc");
+    g.throughput(Throughput::Elements(BLOCK as u64));
+
+    let mut imr = engine(
+        r#"
+name = "bench-imr"
+source = "d/t"
+chart = "i-mr"
+rules = "nelson"
+limits = { centre = 10.0, sigma = 1.0 }
+"#,
+    );
+    let mut out = Vec::with_capacity(64);
+    let mut seq = 0;
+    g.bench_function("i-mr nelson 1-8", |b| {
+        b.iter(|| black_box(run(&mut imr, black_box(&values), &mut out, &mut seq)))
+    });
+
+    let mut xr = engine(
+        r#"
+name = "bench-xbar-r"
+source = "d/t"
+chart = "xbar-r"
+subgroup_size = 5
+rules = "nelson"
+limits = { centre = 10.0, sigma = 1.0 }
+"#,
+    );
+    g.bench_function("xbar-r n=5 nelson 1-8", |b| {
+        b.iter(|| black_box(run(&mut xr, black_box(&values), &mut out, &mut seq)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

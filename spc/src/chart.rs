@@ -26,7 +26,6 @@ pub(crate) struct Record {
     pub mr: Option<f64>,
     /// Attribute charts: sample size / inspection units.
     pub size: f64,
-    pub ctx: Context,
 }
 
 /// What the within-subgroup sigma estimators read of a subgroup.
@@ -121,13 +120,21 @@ impl Core {
     }
 
     /// Plot a closed subgroup.
-    pub fn plot(&mut self, cfg: &ChartConfig, rec: &Record, emit: Emit, out: &mut Vec<Output>) {
+    pub fn plot(
+        &mut self,
+        cfg: &ChartConfig,
+        rec: &Record,
+        ctx: &Context,
+        emit: Emit,
+        out: &mut Vec<Output>,
+    ) {
         let Some(limits) = self.limits else {
             if emit == Emit::All && Self::provisional_points(cfg.kind) {
                 for (chart, x) in provisional(cfg, rec).into_iter().flatten() {
                     out.push(Output::Point(point(
                         chart,
                         rec,
+                        ctx,
                         x,
                         None,
                         RuleSet::default(),
@@ -158,6 +165,7 @@ impl Core {
                     true,
                     ChartId::Individuals,
                     rec,
+                    ctx,
                     rec.mean,
                     &z,
                     emit,
@@ -166,7 +174,17 @@ impl Core {
                 if let Some(mr) = rec.mr {
                     let s = 0.5 * (sigma_upper + sigma_lower);
                     let z = sym(D2_MR * s, D3_MR * s, 3.0, Some(0.0));
-                    self.eval(cfg, false, ChartId::MovingRange, rec, mr, &z, emit, out);
+                    self.eval(
+                        cfg,
+                        false,
+                        ChartId::MovingRange,
+                        rec,
+                        ctx,
+                        mr,
+                        &z,
+                        emit,
+                        out,
+                    );
                 }
             }
             (
@@ -188,14 +206,24 @@ impl Core {
                     sigma_hi: sigma_upper / sq,
                     sigma_lo: sigma_lower / sq,
                 };
-                self.eval(cfg, true, ChartId::Xbar, rec, rec.mean, &z, emit, out);
+                self.eval(cfg, true, ChartId::Xbar, rec, ctx, rec.mean, &z, emit, out);
                 let s = 0.5 * (sigma_upper + sigma_lower);
                 if cfg.kind == ChartType::XbarR {
                     let z = sym(c.d2 * s, c.d3 * s, 3.0, Some(0.0));
-                    self.eval(cfg, false, ChartId::Range, rec, rec.range, &z, emit, out);
+                    self.eval(
+                        cfg,
+                        false,
+                        ChartId::Range,
+                        rec,
+                        ctx,
+                        rec.range,
+                        &z,
+                        emit,
+                        out,
+                    );
                 } else {
                     let z = sym(c.c4 * s, (1.0 - c.c4 * c.c4).sqrt() * s, 3.0, Some(0.0));
-                    self.eval(cfg, false, ChartId::StdDev, rec, rec.sd, &z, emit, out);
+                    self.eval(cfg, false, ChartId::StdDev, rec, ctx, rec.sd, &z, emit, out);
                 }
             }
             (
@@ -213,7 +241,7 @@ impl Core {
                     + (1.0 - lam) * (1.0 - lam) * self.ewma_var;
                 let z = sym(centre, self.ewma_var.sqrt(), cfg.l, None);
                 let x = self.ewma_z;
-                self.eval(cfg, true, ChartId::Ewma, rec, x, &z, emit, out);
+                self.eval(cfg, true, ChartId::Ewma, rec, ctx, x, &z, emit, out);
             }
             (
                 ChartType::Cusum,
@@ -235,8 +263,8 @@ impl Core {
                     sigma_lo: cfg.h / 3.0,
                 };
                 let (hi, lo) = (self.cusum_hi, self.cusum_lo);
-                self.eval(cfg, true, ChartId::CusumUpper, rec, hi, &z, emit, out);
-                self.eval(cfg, false, ChartId::CusumLower, rec, lo, &z, emit, out);
+                self.eval(cfg, true, ChartId::CusumUpper, rec, ctx, hi, &z, emit, out);
+                self.eval(cfg, false, ChartId::CusumLower, rec, ctx, lo, &z, emit, out);
             }
             (ChartType::P, Limits::Proportion { p_bar }) => {
                 let sigma = (p_bar * (1.0 - p_bar) / rec.size).sqrt();
@@ -246,6 +274,7 @@ impl Core {
                     true,
                     ChartId::P,
                     rec,
+                    ctx,
                     rec.mean / rec.size,
                     &z,
                     emit,
@@ -260,11 +289,11 @@ impl Core {
                     3.0,
                     Some(0.0),
                 );
-                self.eval(cfg, true, ChartId::Np, rec, rec.mean, &z, emit, out);
+                self.eval(cfg, true, ChartId::Np, rec, ctx, rec.mean, &z, emit, out);
             }
             (ChartType::C, Limits::Rate { c_bar }) => {
                 let z = sym(c_bar, c_bar.sqrt(), 3.0, Some(0.0));
-                self.eval(cfg, true, ChartId::C, rec, rec.mean, &z, emit, out);
+                self.eval(cfg, true, ChartId::C, rec, ctx, rec.mean, &z, emit, out);
             }
             (ChartType::U, Limits::Rate { c_bar }) => {
                 let z = sym(c_bar, (c_bar / rec.size).sqrt(), 3.0, Some(0.0));
@@ -273,6 +302,7 @@ impl Core {
                     true,
                     ChartId::U,
                     rec,
+                    ctx,
                     rec.mean / rec.size,
                     &z,
                     emit,
@@ -291,6 +321,7 @@ impl Core {
         primary: bool,
         chart: ChartId,
         rec: &Record,
+        ctx: &Context,
         x: f64,
         z: &Zones,
         emit: Emit,
@@ -313,6 +344,7 @@ impl Core {
         out.push(Output::Point(point(
             chart,
             rec,
+            ctx,
             x,
             Some(limits),
             broken,
@@ -331,7 +363,7 @@ impl Core {
                 ts_micros: rec.ts_micros,
                 value: x,
                 limits,
-                context: rec.ctx.clone(),
+                context: ctx.clone(),
             }));
         }
     }
@@ -340,6 +372,7 @@ impl Core {
 fn point(
     chart: ChartId,
     rec: &Record,
+    ctx: &Context,
     x: f64,
     limits: Option<PointLimits>,
     rules: RuleSet,
@@ -356,7 +389,7 @@ fn point(
         value: x,
         limits,
         rules,
-        context: rec.ctx.clone(),
+        context: ctx.clone(),
     }
 }
 
@@ -478,8 +511,8 @@ pub(crate) fn sigma_within(
 }
 
 /// Whether a record is beyond the 3-sigma limits of the Shewhart charts for these limits (used to
-/// exclude out-of-control subgroups from a baseline; EWMA/CUSUM baselines use the Shewhart
-/// individuals/X-bar and MR/S charts).
+/// exclude out-of-control subgroups from a baseline): the individuals chart, or the X-bar chart
+/// and the R chart (S chart for X-bar-S and subgrouped EWMA/CUSUM).
 pub(crate) fn beyond_shewhart(cfg: &ChartConfig, rec: &Record, limits: &Limits) -> bool {
     let out = |x: f64, z: &Zones| x > z.ucl || z.lcl.is_some_and(|l| x < l);
     match *limits {
@@ -501,8 +534,9 @@ pub(crate) fn beyond_shewhart(cfg: &ChartConfig, rec: &Record, limits: &Limits) 
             }
             let s = 0.5 * (sigma_upper + sigma_lower);
             if rec.n == 1 {
-                rec.mr
-                    .is_some_and(|mr| out(mr, &sym(D2_MR * s, D3_MR * s, 3.0, Some(0.0))))
+                // Individuals: a large moving range comes from the individual values on either
+                // side of it, and excluding a point drops its moving ranges anyway.
+                false
             } else if let Some(c) = Constants::for_n(rec.n as usize) {
                 if cfg.kind == ChartType::XbarR {
                     out(rec.range, &sym(c.d2 * s, c.d3 * s, 3.0, Some(0.0)))

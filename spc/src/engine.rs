@@ -105,7 +105,7 @@ struct Partition {
     prev_x: Option<f64>,
     core: Core,
     /// The most recent subgroups, up to the baseline size (phase I, and recalculation).
-    history: VecDeque<Record>,
+    history: VecDeque<(Record, Context)>,
     cap: VecDeque<Spread>,
 }
 
@@ -203,7 +203,6 @@ impl Characteristic {
                 sd: 0.0,
                 mr,
                 size,
-                ctx: part.ctx.clone(),
             };
             return plot_record(cfg, part, rec, out);
         }
@@ -493,7 +492,6 @@ fn close(cfg: &Config, part: &mut Partition, out: &mut Vec<Output>) {
         sd: (ss / (n - 1.0)).sqrt(),
         mr: None,
         size: 1.0,
-        ctx: part.ctx.clone(),
     };
     plot_record(cfg, part, rec, out);
 }
@@ -507,14 +505,14 @@ fn plot_record(cfg: &Config, part: &mut Partition, rec: Record, out: &mut Vec<Ou
         }
         part.cap.push_back(rec.spread());
     }
-    part.core.plot(&cfg.chart, &rec, Emit::All, out);
+    part.core.plot(&cfg.chart, &rec, &part.ctx, Emit::All, out);
     if cfg.baseline == 0 {
         return;
     }
     if part.history.len() >= cfg.baseline {
         part.history.pop_front();
     }
-    part.history.push_back(rec);
+    part.history.push_back((rec, part.ctx.clone()));
     if part.core.limits.is_none() && part.history.len() >= cfg.baseline {
         freeze(cfg, part, Emit::All, out);
     }
@@ -523,7 +521,7 @@ fn plot_record(cfg: &Config, part: &mut Partition, rec: Record, out: &mut Vec<Ou
 /// Compute limits from the history, emit them, and re-plot the history against them (emitting
 /// points and violations for a first freeze, silently after a recalculation).
 fn freeze(cfg: &Config, part: &mut Partition, emit: Emit, out: &mut Vec<Output>) -> bool {
-    let recs: Vec<&Record> = part.history.iter().collect();
+    let recs: Vec<&Record> = part.history.iter().map(|(r, _)| r).collect();
     let Some((limits, excluded)) = chart::baseline_limits(&cfg.chart, &recs, cfg.exclude) else {
         return false;
     };
@@ -541,8 +539,8 @@ fn freeze(cfg: &Config, part: &mut Partition, emit: Emit, out: &mut Vec<Output>)
     }));
     part.core.limits = Some(limits);
     part.core.reset(&cfg.chart);
-    for rec in &part.history {
-        part.core.plot(&cfg.chart, rec, emit, out);
+    for (rec, ctx) in &part.history {
+        part.core.plot(&cfg.chart, rec, ctx, emit, out);
     }
     true
 }
