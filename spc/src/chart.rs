@@ -1,9 +1,12 @@
 //! One chart's state: its limits, the running EWMA/CUSUM statistics and the rule state, and how a
 //! closed subgroup becomes plotted points and violations. Also the phase-I limit computation.
 
+use serde::{Deserialize, Serialize};
+
 use crate::constants::Constants;
 use crate::output::{ChartId, Context, Limits, Output, Point, PointLimits, Violation};
 use crate::rules::{ActiveRule, RuleSet, RuleState, Zones};
+use crate::snapshot::{bits, opt_bits, opt_limits_bits};
 use crate::spec::ChartType;
 
 /// d2 and d3 for moving ranges of two.
@@ -11,30 +14,39 @@ const D2_MR: f64 = std::f64::consts::FRAC_2_SQRT_PI;
 const D3_MR: f64 = 0.8525024664274217; // sqrt(2 - 4 / pi): sd of |X1 - X2| / sigma
 
 /// A closed subgroup (a single observation for individuals and attribute charts).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Record {
     pub seq_first: u64,
     pub seq: u64,
     pub ts_micros: i64,
     pub n: u32,
     /// Mean of the subgroup (individual value; the count for attribute charts).
+    #[serde(with = "bits")]
     pub mean: f64,
+    #[serde(with = "bits")]
     pub range: f64,
     /// Sample standard deviation (0 for n = 1).
+    #[serde(with = "bits")]
     pub sd: f64,
     /// I-MR and individual EWMA/CUSUM: moving range to the previous observation of this chart.
+    #[serde(with = "opt_bits")]
     pub mr: Option<f64>,
     /// Attribute charts: sample size / inspection units.
+    #[serde(with = "bits")]
     pub size: f64,
 }
 
 /// What the within-subgroup sigma estimators read of a subgroup.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Spread {
     pub n: u32,
+    #[serde(with = "bits")]
     pub mean: f64,
+    #[serde(with = "bits")]
     pub range: f64,
+    #[serde(with = "bits")]
     pub sd: f64,
+    #[serde(with = "opt_bits")]
     pub mr: Option<f64>,
 }
 
@@ -77,15 +89,20 @@ pub(crate) enum Emit {
 }
 
 /// Running state of one chart.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Core {
+    #[serde(with = "opt_limits_bits")]
     pub limits: Option<Limits>,
     pub prim: RuleState,
     pub disp: RuleState,
+    #[serde(with = "bits")]
     pub ewma_z: f64,
     /// Variance of z, recursively: V_i = lambda^2 sigma^2 / n_i + (1 - lambda)^2 V_{i-1}.
+    #[serde(with = "bits")]
     pub ewma_var: f64,
+    #[serde(with = "bits")]
     pub cusum_hi: f64,
+    #[serde(with = "bits")]
     pub cusum_lo: f64,
 }
 

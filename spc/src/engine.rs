@@ -11,6 +11,7 @@ use crate::output::{
     Context, FrozenLimits, IgnoreReason, Ignored, Limits, OutOfSpec, Output, SpecSide,
 };
 use crate::rules::{self, Scope};
+use crate::snapshot::{PartitionSnap, SNAPSHOT_VERSION, Snapshot, SnapshotError, limits_ok};
 use crate::spec::{
     CharacteristicSpec, ChartType, CusumSpec, DEFAULT_BASELINE, DEFAULT_CAPABILITY_WINDOW,
     EwmaSpec, SpecIssue, parse_duration_micros,
@@ -135,6 +136,7 @@ pub struct Characteristic {
     by_key: HashMap<Arc<str>, usize>,
     no_key: Option<usize>,
     last: usize,
+    last_seq: Option<u64>,
 }
 
 impl Characteristic {
@@ -152,6 +154,7 @@ impl Characteristic {
             by_key: HashMap::new(),
             no_key: None,
             last: 0,
+            last_seq: None,
         };
         if c.cfg.partition_index.is_none() {
             c.no_key = Some(c.new_partition(None, &[]));
@@ -167,6 +170,7 @@ impl Characteristic {
     /// allocation per observation, except when a context value changes, a new `chart_per` value
     /// appears, or the limits freeze.
     pub fn push(&mut self, obs: Observation<'_>, out: &mut Vec<Output>) {
+        self.last_seq = Some(self.last_seq.map_or(obs.seq, |s| s.max(obs.seq)));
         if !obs.value.is_finite() {
             return ignore(out, obs.seq, obs.seq, IgnoreReason::NotFinite);
         }
@@ -424,6 +428,120 @@ impl Characteristic {
             self.cfg.lsl,
             self.cfg.target,
         )
+    }
+
+    /// The highest sequence number pushed so far.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.last_seq
+    }
+
+    /// The whole state, to persist and restore with [`Characteristic::from_snapshot`].
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            spec: self.spec.clone(),
+            last_seq: self.last_seq,
+            partitions: self
+                .parts
+                .iter()
+                .map(|p| PartitionSnap {
+                    key: p.key.as_deref().map(str::to_string),
+                    ctx: p.ctx.values(),
+                    open: p.open.vals.get(..p.open.len).unwrap_or(&[]).to_vec(),
+                    open_seq_first: p.open.seq_first,
+                    open_seq: p.open.seq,
+                    open_ts_micros: p.open.ts_micros,
+                    open_window: p.open.window,
+                    prev_x: p.prev_x,
+                    core: p.core.clone(),
+                    history: p
+                        .history
+                        .iter()
+                        .map(|(r, c)| (r.clone(), c.values()))
+                        .collect(),
+                    cap: p.cap.iter().copied().collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Rebuild an engine from a snapshot taken with the same spec. Replaying the readings after
+    /// [`Snapshot::last_seq`] then yields exactly what the engine would have produced without
+    /// the interruption.
+    pub fn from_snapshot(spec: CharacteristicSpec, snap: &Snapshot) -> Result<Self, SnapshotError> {
+        if snap.version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version(snap.version));
+        }
+        if snap.spec != spec {
+            return Err(SnapshotError::SpecChanged);
+        }
+        let mut c = Characteristic::new(spec).map_err(|issues| {
+            let text: Vec<String> = issues.iter().map(|i| i.to_string()).collect();
+            SnapshotError::Invalid(format!("spec: {}", text.join("; ")))
+        })?;
+        c.parts.clear();
+        c.no_key = None;
+        c.last_seq = snap.last_seq;
+        let keys = c.cfg.keys.clone();
+        let pi = c.cfg.partition_index;
+        let ctx_of = |v: &[Option<String>]| -> Result<Context, SnapshotError> {
+            if v.len() != keys.len() {
+                return Err(SnapshotError::Invalid(
+                    "context values do not match the keys".into(),
+                ));
+            }
+            let refs: Vec<Option<&str>> = v.iter().map(|x| x.as_deref()).collect();
+            Ok(Context::new(keys.clone(), &refs, pi))
+        };
+        for p in &snap.partitions {
+            if p.open.len() >= c.cfg.chart.n.max(2) || !limits_ok(&p.core.limits) {
+                return Err(SnapshotError::Invalid("state does not fit the spec".into()));
+            }
+            if p.key.is_some() && pi.is_none() {
+                return Err(SnapshotError::Invalid("chart_per does not match".into()));
+            }
+            let mut open = Open {
+                len: p.open.len(),
+                seq_first: p.open_seq_first,
+                seq: p.open_seq,
+                ts_micros: p.open_ts_micros,
+                window: p.open_window,
+                ..Open::default()
+            };
+            for (slot, v) in open.vals.iter_mut().zip(&p.open) {
+                *slot = *v;
+            }
+            // Consecutive records usually share a context: share the allocation too.
+            let mut history: VecDeque<(Record, Context)> = VecDeque::with_capacity(p.history.len());
+            for (r, v) in &p.history {
+                let ctx = match history.back() {
+                    Some((_, prev)) if prev.values() == *v => prev.clone(),
+                    _ => ctx_of(v)?,
+                };
+                history.push_back((r.clone(), ctx));
+            }
+            let key: Option<Arc<str>> = p.key.as_deref().map(Arc::from);
+            let idx = c.parts.len();
+            match &key {
+                Some(k) => {
+                    c.by_key.insert(k.clone(), idx);
+                }
+                None => c.no_key = Some(idx),
+            }
+            c.parts.push(Partition {
+                key,
+                ctx: ctx_of(&p.ctx)?,
+                open,
+                prev_x: p.prev_x,
+                core: p.core.clone(),
+                history,
+                cap: p.cap.iter().copied().collect(),
+            });
+        }
+        if c.cfg.partition_index.is_none() && c.no_key.is_none() {
+            c.no_key = Some(c.new_partition(None, &[]));
+        }
+        Ok(c)
     }
 
     fn part(&self, partition: Option<&str>) -> Option<&Partition> {

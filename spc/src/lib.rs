@@ -11,6 +11,7 @@ pub mod constants;
 mod engine;
 pub mod output;
 pub mod rules;
+mod snapshot;
 pub mod spec;
 
 pub use capability::Capability;
@@ -20,4 +21,5 @@ pub use output::{
     PointLimits, SpecSide, Violation,
 };
 pub use rules::{Rule, RulePreset, RuleSet, RuleSpec, Severity};
+pub use snapshot::{SNAPSHOT_VERSION, Snapshot, SnapshotError};
 pub use spec::{CharacteristicSpec, ChartType, CusumSpec, EwmaSpec, LimitsSpec, SpecIssue};

@@ -46,6 +46,15 @@ impl Context {
             .all(|(i, v)| v.as_deref() == values.get(i).copied().flatten())
     }
 
+    /// The values, in the order of the keys (for snapshots).
+    pub(crate) fn values(&self) -> Vec<Option<String>> {
+        self.0
+            .values
+            .iter()
+            .map(|v| v.as_deref().map(str::to_string))
+            .collect()
+    }
+
     /// The value of `key`, if set.
     pub fn get(&self, key: &str) -> Option<&str> {
         let i = self.0.keys.iter().position(|k| k == key)?;

@@ -321,6 +321,7 @@ pub(crate) struct Zones {
 /// Per-chart rule state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct RuleState {
+    #[serde(with = "crate::snapshot::opt_bits")]
     last: Option<f64>,
     /// Sign of the last step (+1 up, -1 down, 0 tie or none).
     last_dir: i8,
