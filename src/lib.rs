@@ -1,1 +1,11 @@
+//! lineside: an edge data-collection agent. See the README for the architecture.
 
+pub mod agent;
+#[cfg(feature = "embedded-broker")]
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod forward;
+pub mod logging;
+pub mod metrics;
+pub mod store;

@@ -1,0 +1,188 @@
+//! The running agent: wires drivers → store → (forwarder, SPC) and handles start-up and shutdown.
+
+mod echo;
+pub mod systemd;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use lineside_drivers::{DeviceContext, DeviceMetrics};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{BrokerUrl, Config, Echo};
+use crate::forward::{Forwarder, ForwarderStats, Topics};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// How long devices get to stop, and the forwarder to hand over its last acknowledgements, at shutdown.
+const DEVICE_STOP: Duration = Duration::from_secs(1);
+const FORWARDER_STOP: Duration = Duration::from_millis(2500);
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Runs until `shutdown` is cancelled, then stops in order: devices, store flush, forwarder, store.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    let started = Utc::now();
+    if config.mqtt.embedded_broker {
+        start_embedded_broker(&config).await?;
+    }
+    std::fs::create_dir_all(&config.agent.state_dir).with_context(|| {
+        format!(
+            "cannot create the state directory {}",
+            config.agent.state_dir.display()
+        )
+    })?;
+    let store =
+        Store::open(&config.store, config.agent.ingest_queue).context("opening the store")?;
+    tracing::info!(path = %store.path().display(), last_seq = store.watch_committed().borrow().readings, "store open");
+
+    let devices_stop = CancellationToken::new();
+    let mut device_metrics = Vec::new();
+    let mut device_tasks = Vec::new();
+    for device in config.devices {
+        let metrics = Arc::new(DeviceMetrics::new(device.name(), device.kind()));
+        device_metrics.push(metrics.clone());
+        let ctx = DeviceContext {
+            sink: store.sink(),
+            metrics,
+            shutdown: devices_stop.clone(),
+            state_dir: config.agent.state_dir.clone(),
+        };
+        tracing::info!(
+            device = device.name(),
+            driver = device.kind(),
+            "starting device"
+        );
+        device_tasks.push(tokio::spawn(device.run(ctx)));
+    }
+
+    let forwarder_stats = Arc::new(ForwarderStats::default());
+    let metrics = Metrics {
+        store: store.stats(),
+        forwarder: forwarder_stats.clone(),
+        devices: device_metrics,
+    };
+    let status = {
+        let metrics = metrics.clone();
+        let agent = config.agent.id.clone();
+        let hash = config.hash.clone();
+        Arc::new(move |state: &str| {
+            serde_json::json!({
+                "agent": agent,
+                "state": state,
+                "version": VERSION,
+                "config_hash": format!("sha256:{hash}"),
+                "started": crate::forward::rfc3339(started),
+                "ts": crate::forward::rfc3339(Utc::now()),
+                "metrics": metrics.json(),
+            })
+        })
+    };
+    let (commands_tx, mut commands_rx) = mpsc::unbounded_channel();
+    let (_side_tx, side_rx) = mpsc::channel(1024);
+    let topics = Topics::new(&config.mqtt.topic_prefix, &config.agent.id);
+    let forwarder = Forwarder {
+        cfg: config.mqtt.clone(),
+        agent_id: config.agent.id.clone(),
+        topics: topics.clone(),
+        reader: store.reader().context("opening a store reader")?,
+        acker: store.acker(),
+        committed: store.watch_committed(),
+        stats: forwarder_stats,
+        status,
+        commands: commands_tx,
+        side: side_rx,
+    };
+    let mqtt_options = forwarder.mqtt_options()?;
+    let forwarder_stop = CancellationToken::new();
+    let forwarder_task = tokio::spawn(forwarder.run(forwarder_stop.clone()));
+
+    let aux_stop = CancellationToken::new();
+    if config.agent.echo != Echo::Off {
+        let base = format!("{}/{}", config.mqtt.topic_prefix, config.agent.id);
+        tokio::spawn(echo::run(
+            mqtt_options,
+            base,
+            config.agent.echo,
+            aux_stop.clone(),
+        ));
+    }
+    if let Some(addr) = config.agent.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        tracing::info!(%addr, "serving metrics at /metrics and /status");
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            metrics.clone(),
+            aux_stop.clone(),
+        ));
+    }
+    {
+        let committed = store.watch_committed();
+        tokio::spawn(systemd::watchdog(
+            move || !committed.has_changed().is_err(),
+            aux_stop.clone(),
+        ));
+    }
+    tokio::spawn(async move {
+        while let Some(cmd) = commands_rx.recv().await {
+            tracing::warn!(command = %cmd.body, "unknown command ignored");
+        }
+    });
+    systemd::notify_ready();
+    tracing::info!(agent = %config.agent.id, version = VERSION, "lineside running");
+
+    shutdown.cancelled().await;
+    systemd::notify_stopping();
+    tracing::info!("stopping");
+    devices_stop.cancel();
+    for task in device_tasks {
+        if tokio::time::timeout(DEVICE_STOP, task).await.is_err() {
+            tracing::warn!("a device did not stop in time");
+        }
+    }
+    if let Err(e) = store.flush().await {
+        tracing::error!(error = %e, "final flush failed");
+    }
+    forwarder_stop.cancel();
+    match tokio::time::timeout(FORWARDER_STOP, forwarder_task).await {
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "forwarder failed"),
+        Err(_) => tracing::warn!("forwarder did not stop in time"),
+        _ => {}
+    }
+    aux_stop.cancel();
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .context("closing the store")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(feature = "embedded-broker")]
+async fn start_embedded_broker(config: &Config) -> Result<()> {
+    let url = BrokerUrl::parse(&config.mqtt.url).map_err(anyhow::Error::msg)?;
+    let addr: std::net::SocketAddr = format!(
+        "{}:{}",
+        if url.host == "localhost" {
+            "127.0.0.1"
+        } else {
+            &url.host
+        },
+        url.port
+    )
+    .parse()
+    .context("embedded broker address")?;
+    crate::broker::start(addr)?;
+    crate::broker::wait_ready(addr).await?;
+    tracing::info!(%addr, "embedded broker listening");
+    Ok(())
+}
+
+#[cfg(not(feature = "embedded-broker"))]
+async fn start_embedded_broker(_config: &Config) -> Result<()> {
+    anyhow::bail!("this build has no embedded broker (cargo feature `embedded-broker`)")
+}

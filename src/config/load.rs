@@ -1,0 +1,655 @@
+//! Loading and validating a config file, collecting every problem with its file, line and key.
+//!
+//! Approach: parse once with spans (`toml::de::DeTable`) to index every key path to its position, parse
+//! again into plain values, then deserialize each section and each device on its own so that one mistake
+//! does not hide the next. serde_path_to_error gives the key path of each error; the index turns it into a
+//! line and column.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use toml::de::{DeTable, DeValue};
+
+use super::types::{AgentConfig, BrokerUrl, Config, MqttConfig, StoreConfig, is_plain_name};
+
+const SECTIONS: &[&str] = &["agent", "store", "mqtt", "device", "characteristic"];
+
+/// One problem: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem has no position (e.g. a missing section).
+    pub line: usize,
+    pub column: usize,
+    /// Key path, e.g. `device[1].tag[0].register`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if self.key.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in one file.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+        }])
+    })?;
+    load_str(path, &text)
+}
+
+/// Validates config text; `path` is used in messages and as `Config::source`.
+pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let mut cx = Checker {
+        file: path.to_path_buf(),
+        text,
+        spans: HashMap::new(),
+        errors: Vec::new(),
+    };
+    match DeTable::parse(text) {
+        Ok(doc) => index_table(&mut cx.spans, "", doc.get_ref()),
+        Err(e) => {
+            let pos = e.span().map(|s| s.start).unwrap_or(0);
+            cx.push_at(
+                pos,
+                "",
+                format!("TOML syntax error: {}", e.message().trim()),
+            );
+            return Err(ConfigErrors(cx.errors));
+        }
+    }
+    let root: toml::Table = match toml::from_str(text) {
+        Ok(t) => t,
+        Err(e) => {
+            cx.push_at(
+                e.span().map(|s| s.start).unwrap_or(0),
+                "",
+                e.message().trim().to_string(),
+            );
+            return Err(ConfigErrors(cx.errors));
+        }
+    };
+
+    for key in root.keys() {
+        if !SECTIONS.contains(&key.as_str()) {
+            cx.push(
+                key,
+                format!("unknown section `{key}`{}", did_you_mean(key, SECTIONS)),
+            );
+        }
+    }
+    let agent: Option<AgentConfig> = cx.section(&root, "agent", true);
+    let store: Option<StoreConfig> = cx.section(&root, "store", false);
+    let mqtt: Option<MqttConfig> = cx.section(&root, "mqtt", true);
+    if let Some(agent) = &agent {
+        if !is_plain_name(&agent.id) {
+            cx.push(
+                "agent.id",
+                "must be 1-128 letters, digits, `-`, `_` or `.` (it is part of MQTT topics)",
+            );
+        }
+        if tracing_subscriber::EnvFilter::try_new(&agent.log_level).is_err() {
+            cx.push(
+                "agent.log_level",
+                format!(
+                    "invalid log level {:?}; use error, warn, info, debug or trace",
+                    agent.log_level
+                ),
+            );
+        }
+        if agent.ingest_queue == 0 {
+            cx.push("agent.ingest_queue", "must be at least 1");
+        }
+    }
+    if let Some(store) = &store {
+        cx.check_store(store);
+    }
+    if let Some(mqtt) = &mqtt {
+        cx.check_mqtt(mqtt);
+    }
+    let devices = cx.devices(&root);
+    let characteristics = cx.characteristics(&root);
+
+    if !cx.errors.is_empty() {
+        cx.errors.sort_by_key(|e| (e.line, e.column));
+        return Err(ConfigErrors(cx.errors));
+    }
+    let (Some(mut agent), Some(mqtt)) = (agent, mqtt) else {
+        unreachable!("missing required sections are reported as errors above");
+    };
+    let mut store = store.unwrap_or_default();
+    let base = path.parent().unwrap_or(Path::new("."));
+    agent.state_dir = resolve(base, &agent.state_dir);
+    store.path = resolve(&agent.state_dir, &store.path);
+    Ok(Config {
+        source: path.to_path_buf(),
+        hash: sha256_hex(text.as_bytes()),
+        agent,
+        store,
+        mqtt,
+        devices,
+        characteristics,
+    })
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct Checker<'a> {
+    file: PathBuf,
+    text: &'a str,
+    /// Key path → byte offset of the key (or the table header) in the file.
+    spans: HashMap<String, usize>,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn push_at(&mut self, offset: usize, key: &str, message: String) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before
+            .rsplit('\n')
+            .next()
+            .map(|l| l.chars().count())
+            .unwrap_or(0)
+            + 1;
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            key: key.to_string(),
+            message,
+        });
+    }
+
+    /// Reports at the position of `key`, or of its nearest ancestor that has one.
+    fn push(&mut self, key: &str, message: impl Into<String>) {
+        let mut probe = key;
+        loop {
+            if let Some(&offset) = self.spans.get(probe) {
+                return self.push_at(offset, key, message.into());
+            }
+            match probe.rfind(['.', '[']) {
+                Some(i) => probe = &probe[..i],
+                None => break,
+            }
+        }
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line: 0,
+            column: 0,
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// Deserializes one value at `prefix`, reporting its first error with the full key path.
+    fn parse_at<T: DeserializeOwned>(&mut self, prefix: &str, value: toml::Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let key = join(prefix, if inner == "." { "" } else { &inner });
+                let message = explain(&e.into_inner().to_string());
+                self.push(&key, message);
+                None
+            }
+        }
+    }
+
+    fn section<T: DeserializeOwned>(
+        &mut self,
+        root: &toml::Table,
+        name: &str,
+        required: bool,
+    ) -> Option<T> {
+        match root.get(name) {
+            Some(v @ toml::Value::Table(_)) => self.parse_at(name, v.clone()),
+            Some(_) => {
+                self.push(
+                    name,
+                    format!("`{name}` must be a table: write it as [{name}]"),
+                );
+                None
+            }
+            None if required => {
+                self.push(name, format!("missing section [{name}]"));
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn check_store(&mut self, store: &StoreConfig) {
+        if store.batch_size == 0 {
+            self.push("store.batch_size", "must be at least 1");
+        }
+        if store.flush_interval.is_zero() {
+            self.push("store.flush_interval", "must be greater than zero");
+        }
+        if store.max_size.is_some_and(|s| s < 256 * 1024) {
+            self.push(
+                "store.max_size",
+                "must be at least 256KiB (the database needs room to work)",
+            );
+        }
+        if store.maintenance_interval.is_zero() {
+            self.push("store.maintenance_interval", "must be greater than zero");
+        }
+    }
+
+    fn check_mqtt(&mut self, mqtt: &MqttConfig) {
+        match BrokerUrl::parse(&mqtt.url) {
+            Ok(url) => {
+                if !url.tls && !url.is_loopback() && !mqtt.allow_plaintext {
+                    self.push(
+                        "mqtt.url",
+                        "plain mqtt:// to a non-loopback broker sends data and passwords unencrypted; use mqtts:// \
+                         or set allow_plaintext = true",
+                    );
+                }
+                if mqtt.embedded_broker && (!url.is_loopback() || url.tls) {
+                    self.push(
+                        "mqtt.embedded_broker",
+                        "the embedded broker needs a plain mqtt:// url on a loopback address",
+                    );
+                }
+                if mqtt.embedded_broker && !cfg!(feature = "embedded-broker") {
+                    self.push(
+                        "mqtt.embedded_broker",
+                        "this build has no embedded broker (cargo feature `embedded-broker`)",
+                    );
+                }
+                if (mqtt.ca_file.is_some() || mqtt.client_cert.is_some()) && !url.tls {
+                    self.push("mqtt.url", "TLS files are set but the url is not mqtts://");
+                }
+            }
+            Err(e) => self.push("mqtt.url", e),
+        }
+        if mqtt.client_cert.is_some() != mqtt.client_key.is_some() {
+            self.push("mqtt.client_cert", "client_cert and client_key go together");
+        }
+        if mqtt.password_file.is_some() && mqtt.password_env.is_some() {
+            self.push(
+                "mqtt.password_env",
+                "set either password_file or password_env, not both",
+            );
+        }
+        if (mqtt.password_file.is_some() || mqtt.password_env.is_some()) && mqtt.username.is_none()
+        {
+            self.push("mqtt.username", "a password needs a username");
+        }
+        if !is_topic_prefix(&mqtt.topic_prefix) {
+            self.push(
+                "mqtt.topic_prefix",
+                "must be non-empty and must not contain `+`, `#` or start/end with `/`",
+            );
+        }
+        if let Some(id) = &mqtt.client_id
+            && (id.is_empty() || id.len() > 128)
+        {
+            self.push("mqtt.client_id", "must be 1-128 characters");
+        }
+        if mqtt.max_readings_per_message == 0 {
+            self.push("mqtt.max_readings_per_message", "must be at least 1");
+        }
+        if mqtt.max_message_size < 4096 {
+            self.push("mqtt.max_message_size", "must be at least 4KiB");
+        }
+        if mqtt.inflight == 0 {
+            self.push("mqtt.inflight", "must be at least 1");
+        }
+        if mqtt.reconnect_min.is_zero() || mqtt.reconnect_min > mqtt.reconnect_max {
+            self.push(
+                "mqtt.reconnect_min",
+                "must be greater than zero and at most reconnect_max",
+            );
+        }
+        if mqtt.keep_alive < std::time::Duration::from_secs(1) {
+            self.push("mqtt.keep_alive", "must be at least 1s");
+        }
+    }
+
+    fn devices(&mut self, root: &toml::Table) -> Vec<Box<dyn lineside_drivers::Device>> {
+        let tables = match root.get("device") {
+            None => return Vec::new(),
+            Some(toml::Value::Array(items)) => items.clone(),
+            Some(_) => {
+                self.push("device", "devices are written as [[device]] tables");
+                return Vec::new();
+            }
+        };
+        let mut devices = Vec::new();
+        let mut names: HashMap<String, usize> = HashMap::new();
+        for (i, item) in tables.into_iter().enumerate() {
+            let at = format!("device[{i}]");
+            let toml::Value::Table(mut table) = item else {
+                self.push(&at, "a device must be a table: write it as [[device]]");
+                continue;
+            };
+            let name = match table.remove("name") {
+                Some(toml::Value::String(s)) => s,
+                Some(_) => {
+                    self.push(&format!("{at}.name"), "must be a string");
+                    continue;
+                }
+                None => {
+                    self.push(&at, "missing key `name`");
+                    continue;
+                }
+            };
+            if !is_plain_name(&name) {
+                self.push(
+                    &format!("{at}.name"),
+                    "must be 1-128 letters, digits, `-`, `_` or `.` (it is part of MQTT topics)",
+                );
+            }
+            if let Some(first) = names.insert(name.clone(), i) {
+                self.push(
+                    &format!("{at}.name"),
+                    format!("duplicate device name `{name}` (also device[{first}])"),
+                );
+            }
+            let driver = match table.remove("driver") {
+                Some(toml::Value::String(s)) => s,
+                Some(_) => {
+                    self.push(&format!("{at}.driver"), "must be a string");
+                    continue;
+                }
+                None => {
+                    self.push(
+                        &at,
+                        format!(
+                            "missing key `driver` (one of {})",
+                            lineside_drivers::DRIVER_KINDS.join(", ")
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let enabled = match table.remove("enabled") {
+                None => true,
+                Some(toml::Value::Boolean(b)) => b,
+                Some(_) => {
+                    self.push(&format!("{at}.enabled"), "must be true or false");
+                    true
+                }
+            };
+            match lineside_drivers::parse_device(&name, &driver, table) {
+                Ok(device) if enabled => devices.push(device),
+                Ok(_) => {}
+                Err(issues) => {
+                    for issue in issues {
+                        let key = join(&at, &issue.path);
+                        let mut message = explain(&issue.message);
+                        if issue.path == "driver" {
+                            message
+                                .push_str(&did_you_mean(&driver, lineside_drivers::DRIVER_KINDS));
+                        }
+                        self.push(&key, message);
+                    }
+                }
+            }
+        }
+        devices
+    }
+
+    fn characteristics(&mut self, root: &toml::Table) -> Vec<toml::Table> {
+        match root.get("characteristic") {
+            None => Vec::new(),
+            Some(toml::Value::Array(items)) => {
+                let mut out = Vec::new();
+                let mut seen = HashSet::new();
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        toml::Value::Table(t) => {
+                            if let Some(toml::Value::String(name)) = t.get("name")
+                                && !seen.insert(name.clone())
+                            {
+                                self.push(
+                                    &format!("characteristic[{i}].name"),
+                                    format!("duplicate characteristic `{name}`"),
+                                );
+                            }
+                            out.push(t.clone());
+                        }
+                        _ => self.push(
+                            &format!("characteristic[{i}]"),
+                            "write it as [[characteristic]]",
+                        ),
+                    }
+                }
+                out
+            }
+            Some(_) => {
+                self.push(
+                    "characteristic",
+                    "characteristics are written as [[characteristic]] tables",
+                );
+                Vec::new()
+            }
+        }
+    }
+}
+
+fn is_topic_prefix(p: &str) -> bool {
+    !p.is_empty() && !p.contains(['+', '#']) && !p.starts_with('/') && !p.ends_with('/')
+}
+
+fn join(prefix: &str, inner: &str) -> String {
+    match (prefix.is_empty(), inner.is_empty()) {
+        (true, _) => inner.to_string(),
+        (_, true) => prefix.to_string(),
+        _ if inner.starts_with('[') => format!("{prefix}{inner}"),
+        _ => format!("{prefix}.{inner}"),
+    }
+}
+
+/// Records the position of every key and array element under `prefix`.
+fn index_table(spans: &mut HashMap<String, usize>, prefix: &str, table: &DeTable<'_>) {
+    for (key, value) in table.iter() {
+        let path = join(prefix, key.get_ref());
+        spans.insert(path.clone(), key.span().start);
+        index_value(spans, &path, value.get_ref());
+    }
+}
+
+fn index_value(spans: &mut HashMap<String, usize>, path: &str, value: &DeValue<'_>) {
+    match value {
+        DeValue::Table(t) => index_table(spans, path, t),
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let p = format!("{path}[{i}]");
+                spans.insert(p.clone(), item.span().start);
+                index_value(spans, &p, item.get_ref());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Adds a "did you mean" hint to serde's unknown-field and unknown-variant messages.
+fn explain(message: &str) -> String {
+    for marker in ["unknown field `", "unknown variant `"] {
+        if let Some(rest) = message.strip_prefix(marker)
+            && let Some((bad, tail)) = rest.split_once('`')
+        {
+            let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+            let hint = did_you_mean(bad, &expected);
+            return format!("{message}{hint}");
+        }
+    }
+    message.to_string()
+}
+
+fn did_you_mean(bad: &str, candidates: &[&str]) -> String {
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(bad, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[agent]
+id = "gw1"
+state_dir = "/tmp/x"
+
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+
+[[device]]
+name = "g1"
+driver = "sim"
+interval = "100ms"
+[[device.tag]]
+name = "d"
+mean = 1.0
+sigma = 0.1
+"#;
+
+    fn errors(text: &str) -> Vec<ConfigError> {
+        load_str(Path::new("t.toml"), text)
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_good_config_loads() {
+        let cfg = load_str(Path::new("t.toml"), GOOD).unwrap();
+        assert_eq!(cfg.agent.id, "gw1");
+        assert_eq!(cfg.devices.len(), 1);
+        assert_eq!(cfg.store.path, PathBuf::from("/tmp/x/lineside.db"));
+        assert_eq!(cfg.hash.len(), 64);
+    }
+
+    #[test]
+    fn a_typo_names_line_key_and_suggestion() {
+        let text = GOOD.replace("sigma = 0.1", "sigam = 0.1");
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        let e = &errs[0];
+        assert_eq!((e.line, e.key.as_str()), (16, "device[0].tag[0].sigam"));
+        assert!(e.message.contains("did you mean `sigma`"), "{}", e.message);
+        assert!(
+            e.to_string()
+                .starts_with("t.toml:16:1: device[0].tag[0].sigam:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let text = GOOD
+            .replace("id = \"gw1\"", "id = 5")
+            .replace("interval = \"100ms\"", "interval = \"soon\"")
+            + "\n[stroe]\nx = 1\n";
+        let errs = errors(&text);
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["agent.id", "device[0].interval", "stroe"],
+            "{errs:?}"
+        );
+        assert!(errs[2].message.contains("did you mean `store`"));
+        assert!(errs.iter().all(|e| e.line > 0));
+    }
+
+    #[test]
+    fn missing_section_and_duplicate_device() {
+        let text = GOOD.replace("[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n", "")
+            + "[[device]]\nname = \"g1\"\ndriver = \"sim\"\ninterval = \"1s\"\n[[device.tag]]\nname = \"d\"\n";
+        let errs = errors(&text);
+        assert!(
+            errs.iter()
+                .any(|e| e.key == "mqtt" && e.message.contains("missing section [mqtt]")),
+            "{errs:?}"
+        );
+        let dup = errs
+            .iter()
+            .find(|e| e.message.contains("duplicate device name"))
+            .unwrap();
+        assert_eq!(dup.key, "device[1].name");
+        assert_eq!(dup.line, 16);
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let errs = errors("[agent]\nid = \"x\n");
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].line, 2);
+    }
+
+    #[test]
+    fn plaintext_to_a_remote_broker_is_refused() {
+        let text = GOOD.replace("mqtt://127.0.0.1:1883", "mqtt://broker.plant:1883");
+        let errs = errors(&text);
+        assert_eq!(errs[0].key, "mqtt.url");
+        let ok = text.replace("[mqtt]\n", "[mqtt]\nallow_plaintext = true\n");
+        assert!(errors(&ok).is_empty());
+    }
+
+    #[test]
+    fn unknown_driver_gets_a_suggestion() {
+        let errs = errors(&GOOD.replace("driver = \"sim\"", "driver = \"smi\""));
+        assert_eq!(errs[0].key, "device[0].driver");
+        assert!(
+            errs[0].message.contains("did you mean `sim`"),
+            "{}",
+            errs[0].message
+        );
+    }
+}

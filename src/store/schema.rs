@@ -1,0 +1,92 @@
+//! The database layout. Readings and events have separate sequence spaces so a subscriber can check each
+//! stream for gaps on its own; both are assigned by the writer and never reused (high-water marks live in
+//! `meta`, so pruning everything does not reset them).
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::config::Synchronous;
+
+pub const SCHEMA_VERSION: i64 = 1;
+
+pub fn open_writer(
+    path: &std::path::Path,
+    sync: Synchronous,
+    wal_limit_bytes: u64,
+) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // auto_vacuum must be chosen before the first table exists; INCREMENTAL lets the budget code give
+    // freed pages back to the file system after pruning.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match sync {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        },
+    )?;
+    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    let wal_pages = (wal_limit_bytes as i64 / page_size.max(512)).clamp(16, 1000);
+    conn.pragma_update(None, "wal_autocheckpoint", wal_pages)?;
+    conn.pragma_update(None, "journal_size_limit", wal_limit_bytes as i64)?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS tags (
+             id INTEGER PRIMARY KEY,
+             device TEXT NOT NULL,
+             tag TEXT NOT NULL,
+             unit TEXT NOT NULL, -- '' when the tag has no unit (NULLs would defeat UNIQUE)
+             UNIQUE (device, tag, unit)
+         );
+         -- kind: 0 no value, 1 f64, 2 i64, 3 bool, 4 text. quality: 0 good, 1 uncertain, 2 bad.
+         -- ts: microseconds since the Unix epoch, UTC.
+         CREATE TABLE IF NOT EXISTS readings (
+             seq INTEGER PRIMARY KEY,
+             tag_id INTEGER NOT NULL,
+             ts INTEGER NOT NULL,
+             kind INTEGER NOT NULL,
+             value,
+             quality INTEGER NOT NULL,
+             reason TEXT
+         );
+         CREATE TABLE IF NOT EXISTS events (
+             seq INTEGER PRIMARY KEY,
+             ts INTEGER NOT NULL,
+             kind TEXT NOT NULL,
+             body TEXT NOT NULL
+         );",
+    )?;
+    let version: Option<i64> = meta_get(&conn, "schema_version")?;
+    match version {
+        None => meta_set(&conn, "schema_version", SCHEMA_VERSION)?,
+        Some(SCHEMA_VERSION) => {}
+        Some(v) => {
+            return Err(rusqlite::Error::InvalidParameterName(format!(
+                "database schema version {v} is newer than this lineside ({SCHEMA_VERSION}); upgrade lineside"
+            )));
+        }
+    }
+    Ok(conn)
+}
+
+pub fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+}
+
+pub fn meta_set(conn: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?
+        .execute(params![key, value])?;
+    Ok(())
+}
+
+/// Meta keys.
+pub mod keys {
+    pub const NEXT_READING_SEQ: &str = "next_reading_seq";
+    pub const NEXT_EVENT_SEQ: &str = "next_event_seq";
+    pub const CURSOR_READINGS: &str = "cursor_readings";
+    pub const CURSOR_EVENTS: &str = "cursor_events";
+    pub const DROPPED_UNFORWARDED: &str = "dropped_unforwarded";
+}

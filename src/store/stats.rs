@@ -1,0 +1,52 @@
+//! Counters the store keeps for metrics and the status message.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Readings received from drivers.
+    pub received: AtomicU64,
+    /// Readings committed.
+    pub committed: AtomicU64,
+    pub transactions: AtomicU64,
+    pub commit_errors: AtomicU64,
+    pub events: AtomicU64,
+    /// Unforwarded readings dropped to keep within the disk budget or max age.
+    pub dropped_unforwarded: AtomicU64,
+    /// Readings pruned in total (forwarded or not).
+    pub pruned: AtomicU64,
+    pub last_seq: AtomicU64,
+    pub cursor_readings: AtomicU64,
+    pub last_event_seq: AtomicU64,
+    pub cursor_events: AtomicU64,
+    /// Database + WAL bytes on disk at the last check.
+    pub disk_bytes: AtomicU64,
+    /// Timestamp (µs) of the oldest unforwarded reading at the last check, 0 when none.
+    pub oldest_unforwarded_us: AtomicU64,
+    pub tags: Mutex<Vec<TagCounters>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagCounters {
+    pub device: String,
+    pub tag: String,
+    pub committed: u64,
+    pub bad: u64,
+}
+
+impl StoreStats {
+    /// Readings committed but not yet acknowledged by the broker.
+    pub fn backlog(&self) -> u64 {
+        self.last_seq
+            .load(Relaxed)
+            .saturating_sub(self.cursor_readings.load(Relaxed))
+    }
+
+    pub fn tag_counters(&self) -> Vec<TagCounters> {
+        self.tags
+            .lock()
+            .map(|t| t.iter().filter(|c| !c.tag.is_empty()).cloned().collect())
+            .unwrap_or_default()
+    }
+}

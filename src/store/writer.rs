@@ -1,0 +1,528 @@
+//! The writer thread: the only code that writes to the database.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use lineside_drivers::Reading;
+use rusqlite::{Connection, params};
+use tokio::sync::{broadcast, watch};
+
+use super::budget::{self, Budget};
+use super::model::{CommittedBatch, Stream, micros, quality_code, value_columns};
+use super::schema::{self, keys};
+use super::stats::{StoreStats, TagCounters};
+use super::{Committed, Control};
+use crate::config::StoreConfig;
+
+pub(super) struct Writer {
+    cfg: StoreConfig,
+    conn: Connection,
+    stats: Arc<StoreStats>,
+    batches: broadcast::Sender<Arc<CommittedBatch>>,
+    budget: Option<Budget>,
+    next_seq: u64,
+    next_event_seq: u64,
+    cursor_readings: u64,
+    cursor_events: u64,
+    cursor_dirty: bool,
+    /// device → tag → [(unit, tag id)]: avoids a query per reading and a key allocation per lookup.
+    tag_ids: HashMap<Arc<str>, HashMap<Arc<str>, Vec<(Option<Arc<str>>, i64)>>>,
+    /// Per-tag counts accumulated in the current batch, indexed by tag id.
+    tag_counts: Vec<(u64, u64)>,
+}
+
+enum Got {
+    Data(Vec<Reading>),
+    Ctrl(Control),
+    DataClosed,
+    CtrlClosed,
+    Timeout,
+}
+
+impl Writer {
+    pub fn open(
+        cfg: StoreConfig,
+        stats: Arc<StoreStats>,
+        batches: broadcast::Sender<Arc<CommittedBatch>>,
+    ) -> rusqlite::Result<Self> {
+        let budget = cfg.max_size.map(Budget::new);
+        let wal_limit = budget
+            .as_ref()
+            .map(|b| b.wal_limit)
+            .unwrap_or(64 * 1024 * 1024);
+        let conn = schema::open_writer(&cfg.path, cfg.synchronous, wal_limit)?;
+        let get = |k| schema::meta_get(&conn, k).map(|v| v.unwrap_or(0).max(0) as u64);
+        let max_seq: u64 = conn
+            .query_row("SELECT ifnull(max(seq), 0) FROM readings", [], |r| {
+                r.get::<_, i64>(0)
+            })?
+            .max(0) as u64;
+        let max_event: u64 = conn
+            .query_row("SELECT ifnull(max(seq), 0) FROM events", [], |r| {
+                r.get::<_, i64>(0)
+            })?
+            .max(0) as u64;
+        let next_seq = get(keys::NEXT_READING_SEQ)?.max(max_seq + 1).max(1);
+        let next_event_seq = get(keys::NEXT_EVENT_SEQ)?.max(max_event + 1).max(1);
+        let cursor_readings = get(keys::CURSOR_READINGS)?;
+        let cursor_events = get(keys::CURSOR_EVENTS)?;
+        stats
+            .dropped_unforwarded
+            .store(get(keys::DROPPED_UNFORWARDED)?, Relaxed);
+        stats.last_seq.store(next_seq - 1, Relaxed);
+        stats.last_event_seq.store(next_event_seq - 1, Relaxed);
+        stats.cursor_readings.store(cursor_readings, Relaxed);
+        stats.cursor_events.store(cursor_events, Relaxed);
+        let mut w = Writer {
+            cfg,
+            conn,
+            stats,
+            batches,
+            budget,
+            next_seq,
+            next_event_seq,
+            cursor_readings,
+            cursor_events,
+            cursor_dirty: false,
+            tag_ids: HashMap::new(),
+            tag_counts: Vec::new(),
+        };
+        w.load_tags()?;
+        Ok(w)
+    }
+
+    pub fn committed(&self) -> Committed {
+        Committed {
+            readings: self.next_seq - 1,
+            events: self.next_event_seq - 1,
+        }
+    }
+
+    fn load_tags(&mut self) -> rusqlite::Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, device, tag, unit FROM tags")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut counters = self
+            .stats
+            .tags
+            .lock()
+            .map_err(|_| rusqlite::Error::InvalidQuery)?;
+        for row in rows {
+            let (id, device, tag, unit) = row?;
+            self.tag_ids
+                .entry(Arc::from(device.as_str()))
+                .or_default()
+                .entry(Arc::from(tag.as_str()))
+                .or_default()
+                .push(((!unit.is_empty()).then(|| Arc::from(unit.as_str())), id));
+            let idx = id as usize;
+            if counters.len() <= idx {
+                counters.resize(idx + 1, TagCounters::default());
+            }
+            counters[idx] = TagCounters {
+                device,
+                tag,
+                committed: 0,
+                bad: 0,
+            };
+        }
+        Ok(())
+    }
+
+    pub fn run(
+        mut self,
+        data: flume::Receiver<Vec<Reading>>,
+        ctrl: flume::Receiver<Control>,
+        committed: watch::Sender<Committed>,
+    ) {
+        let mut pending: Vec<Reading> = Vec::with_capacity(self.cfg.batch_size);
+        let mut first_at: Option<Instant> = None;
+        let mut next_maintenance = Instant::now();
+        let mut data_open = true;
+        let mut flush_waiters = Vec::new();
+        let mut shutting_down = false;
+        loop {
+            let now = Instant::now();
+            let due = first_at.is_some_and(|t| now >= t + self.cfg.flush_interval)
+                || pending.len() >= self.cfg.batch_size;
+            if due || shutting_down || !flush_waiters.is_empty() {
+                if shutting_down || !flush_waiters.is_empty() {
+                    // Take everything sent before the flush or shutdown request.
+                    for batch in data.drain() {
+                        self.stats.received.fetch_add(batch.len() as u64, Relaxed);
+                        pending.extend(batch);
+                    }
+                }
+                self.commit_with_retry(&mut pending, &committed, shutting_down);
+                first_at = None;
+                for w in flush_waiters.drain(..) {
+                    let _: Result<(), ()> = tokio::sync::oneshot::Sender::send(w, ());
+                }
+                if shutting_down {
+                    break;
+                }
+            }
+            if now >= next_maintenance {
+                self.maintenance(&committed);
+                next_maintenance = Instant::now() + self.cfg.maintenance_interval;
+            }
+            let deadline = match first_at {
+                Some(t) => (t + self.cfg.flush_interval).min(next_maintenance),
+                None => next_maintenance,
+            };
+            let mut sel =
+                flume::Selector::new().recv(&ctrl, |r| r.map(Got::Ctrl).unwrap_or(Got::CtrlClosed));
+            if data_open {
+                sel = sel.recv(&data, |r| r.map(Got::Data).unwrap_or(Got::DataClosed));
+            }
+            match sel.wait_deadline(deadline).unwrap_or(Got::Timeout) {
+                Got::Data(batch) => {
+                    self.stats.received.fetch_add(batch.len() as u64, Relaxed);
+                    pending.extend(batch);
+                    first_at.get_or_insert_with(Instant::now);
+                    // Group commit: take whatever else is already queued, up to the batch size.
+                    while pending.len() < self.cfg.batch_size {
+                        match data.try_recv() {
+                            Ok(b) => {
+                                self.stats.received.fetch_add(b.len() as u64, Relaxed);
+                                pending.extend(b);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Got::Ctrl(Control::Event {
+                    ts,
+                    kind,
+                    body,
+                    reply,
+                }) => {
+                    let result = self
+                        .append_event(ts, &kind, &body)
+                        .map_err(|e| e.to_string());
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, kind, "cannot store an event");
+                    }
+                    let _ = committed.send(self.committed());
+                    if let Some(reply) = reply {
+                        let _ = reply.send(result);
+                    }
+                }
+                Got::Ctrl(Control::Ack { stream, seq }) => self.ack(stream, seq),
+                Got::Ctrl(Control::Flush(w)) => flush_waiters.push(w),
+                Got::Ctrl(Control::Shutdown) | Got::CtrlClosed => shutting_down = true,
+                Got::DataClosed => data_open = false,
+                Got::Timeout => {}
+            }
+        }
+        if let Err(e) = self.persist_cursors() {
+            tracing::error!(error = %e, "cannot persist the forwarding cursors at shutdown");
+        }
+        // Fold the WAL into the database so the next start (or a backup) sees one file.
+        if let Err(e) = self.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
+            tracing::warn!(error = %e, "WAL checkpoint at shutdown failed");
+        }
+        tracing::info!(
+            last_seq = self.next_seq - 1,
+            cursor = self.cursor_readings,
+            "store closed"
+        );
+    }
+
+    fn ack(&mut self, stream: Stream, seq: u64) {
+        match stream {
+            Stream::Readings if seq > self.cursor_readings => {
+                self.cursor_readings = seq.min(self.next_seq - 1);
+                self.stats
+                    .cursor_readings
+                    .store(self.cursor_readings, Relaxed);
+                self.cursor_dirty = true;
+            }
+            Stream::Events if seq > self.cursor_events => {
+                self.cursor_events = seq.min(self.next_event_seq - 1);
+                self.stats.cursor_events.store(self.cursor_events, Relaxed);
+                self.cursor_dirty = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Commits `pending`; on failure (disk full, I/O error) keeps the readings, makes room and retries, so
+    /// nothing handed to the store is dropped silently. Drivers see back-pressure meanwhile.
+    fn commit_with_retry(
+        &mut self,
+        pending: &mut Vec<Reading>,
+        committed: &watch::Sender<Committed>,
+        shutting_down: bool,
+    ) {
+        if pending.is_empty() {
+            return;
+        }
+        let mut delay = Duration::from_millis(100);
+        let mut attempts = 0;
+        loop {
+            match self.commit(pending) {
+                Ok(batch) => {
+                    let _ = committed.send(self.committed());
+                    let _ = self.batches.send(Arc::new(batch));
+                    return;
+                }
+                Err(e) => {
+                    attempts += 1;
+                    self.stats.commit_errors.fetch_add(1, Relaxed);
+                    tracing::error!(error = %e, readings = pending.len(), attempts, "commit failed; retrying");
+                    if shutting_down && attempts >= 3 {
+                        tracing::error!(
+                            readings = pending.len(),
+                            "giving up at shutdown: these readings were never acknowledged"
+                        );
+                        pending.clear();
+                        return;
+                    }
+                    self.maintenance(committed);
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// One transaction for the whole batch. Returns the committed batch with its first sequence number.
+    fn commit(&mut self, pending: &mut Vec<Reading>) -> rusqlite::Result<CommittedBatch> {
+        let first_seq = self.next_seq;
+        let tx = self.conn.transaction()?;
+        let mut new_tags = Vec::new();
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO readings (seq, tag_id, ts, kind, value, quality, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut seq = first_seq;
+            for r in pending.iter() {
+                let tag_id = match lookup(&self.tag_ids, r) {
+                    Some(id) => id,
+                    None => {
+                        let id = intern_tag(&tx, r)?;
+                        add_tag(&mut self.tag_ids, r, id);
+                        new_tags.push((id, r.device.to_string(), r.tag.to_string()));
+                        id
+                    }
+                };
+                let (kind, value) = value_columns(&r.value);
+                insert.execute(params![
+                    seq as i64,
+                    tag_id,
+                    micros(r.ts),
+                    kind,
+                    value,
+                    quality_code(&r.quality),
+                    r.quality.reason()
+                ])?;
+                let idx = tag_id as usize;
+                if self.tag_counts.len() <= idx {
+                    self.tag_counts.resize(idx + 1, (0, 0));
+                }
+                self.tag_counts[idx].0 += 1;
+                self.tag_counts[idx].1 += u64::from(!r.quality.is_good());
+                seq += 1;
+            }
+            schema::meta_set(&tx, keys::NEXT_READING_SEQ, seq as i64)?;
+            if self.cursor_dirty {
+                schema::meta_set(&tx, keys::CURSOR_READINGS, self.cursor_readings as i64)?;
+                schema::meta_set(&tx, keys::CURSOR_EVENTS, self.cursor_events as i64)?;
+            }
+        }
+        if let Err(e) = tx.commit() {
+            // Ids interned in the failed transaction do not exist: forget them.
+            self.tag_ids.clear();
+            self.tag_counts.iter_mut().for_each(|c| *c = (0, 0));
+            self.load_tags()?;
+            return Err(e);
+        }
+        self.cursor_dirty = false;
+        let n = pending.len() as u64;
+        self.next_seq += n;
+        self.stats.committed.fetch_add(n, Relaxed);
+        self.stats.transactions.fetch_add(1, Relaxed);
+        self.stats.last_seq.store(self.next_seq - 1, Relaxed);
+        self.publish_tag_counts(new_tags);
+        let readings = std::mem::replace(pending, Vec::with_capacity(self.cfg.batch_size));
+        Ok(CommittedBatch {
+            first_seq,
+            readings,
+        })
+    }
+
+    fn publish_tag_counts(&mut self, new_tags: Vec<(i64, String, String)>) {
+        let Ok(mut counters) = self.stats.tags.lock() else {
+            return;
+        };
+        for (id, device, tag) in new_tags {
+            let idx = id as usize;
+            if counters.len() <= idx {
+                counters.resize(idx + 1, TagCounters::default());
+            }
+            counters[idx].device = device;
+            counters[idx].tag = tag;
+        }
+        for (idx, (n, bad)) in self.tag_counts.iter_mut().enumerate() {
+            if *n > 0 && idx < counters.len() {
+                counters[idx].committed += *n;
+                counters[idx].bad += *bad;
+                *n = 0;
+                *bad = 0;
+            }
+        }
+    }
+
+    fn append_event(
+        &mut self,
+        ts: chrono::DateTime<Utc>,
+        kind: &str,
+        body: &serde_json::Value,
+    ) -> rusqlite::Result<u64> {
+        let seq = self.next_event_seq;
+        let tx = self.conn.transaction()?;
+        tx.prepare_cached("INSERT INTO events (seq, ts, kind, body) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![seq as i64, micros(ts), kind, body.to_string()])?;
+        schema::meta_set(&tx, keys::NEXT_EVENT_SEQ, (seq + 1) as i64)?;
+        tx.commit()?;
+        self.next_event_seq += 1;
+        self.stats.events.fetch_add(1, Relaxed);
+        self.stats.last_event_seq.store(seq, Relaxed);
+        Ok(seq)
+    }
+
+    fn persist_cursors(&mut self) -> rusqlite::Result<()> {
+        if !self.cursor_dirty {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        schema::meta_set(&tx, keys::CURSOR_READINGS, self.cursor_readings as i64)?;
+        schema::meta_set(&tx, keys::CURSOR_EVENTS, self.cursor_events as i64)?;
+        tx.commit()?;
+        self.cursor_dirty = false;
+        Ok(())
+    }
+
+    /// Periodic work: persist the cursors, enforce the disk budget and the age limit, refresh the stats.
+    fn maintenance(&mut self, committed: &watch::Sender<Committed>) {
+        if let Err(e) = self.persist_cursors() {
+            tracing::error!(error = %e, "cannot persist the forwarding cursors");
+        }
+        let outcome = budget::enforce(
+            &mut self.conn,
+            &self.cfg,
+            self.budget.as_ref(),
+            self.cursor_readings,
+            self.cursor_events,
+        );
+        match outcome {
+            Ok(out) => {
+                self.stats.pruned.fetch_add(out.pruned, Relaxed);
+                if let Some(drop) = out.dropped {
+                    self.record_drop(drop, committed);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "pruning failed"),
+        }
+        if let Ok(bytes) = budget::disk_bytes(&self.conn, &self.cfg.path) {
+            self.stats.disk_bytes.store(bytes, Relaxed);
+        }
+        let oldest = self
+            .conn
+            .query_row(
+                "SELECT ts FROM readings WHERE seq > ?1 ORDER BY seq LIMIT 1",
+                [self.cursor_readings as i64],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_or(0);
+        self.stats
+            .oldest_unforwarded_us
+            .store(oldest.max(0) as u64, Relaxed);
+    }
+
+    /// Unforwarded readings had to go: count, log, move the cursor past them and raise an agent alarm.
+    fn record_drop(&mut self, drop: budget::Dropped, committed: &watch::Sender<Committed>) {
+        let total = self
+            .stats
+            .dropped_unforwarded
+            .fetch_add(drop.count, Relaxed)
+            + drop.count;
+        tracing::warn!(
+            first_seq = drop.first_seq,
+            last_seq = drop.last_seq,
+            count = drop.count,
+            total,
+            reason = drop.reason,
+            "dropped unforwarded readings to stay within the store's limits"
+        );
+        self.ack(Stream::Readings, drop.last_seq);
+        let body = serde_json::json!({
+            "kind": "agent.data_dropped",
+            "severity": "violation",
+            "reason": drop.reason,
+            "first_seq": drop.first_seq,
+            "last_seq": drop.last_seq,
+            "count": drop.count,
+            "total_dropped": total,
+        });
+        let result = (|| -> rusqlite::Result<()> {
+            schema::meta_set(&self.conn, keys::DROPPED_UNFORWARDED, total as i64)?;
+            self.persist_cursors()?;
+            self.append_event(Utc::now(), "agent.data_dropped", &body)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot record dropped readings");
+        }
+        let _ = committed.send(self.committed());
+    }
+}
+
+fn lookup(
+    ids: &HashMap<Arc<str>, HashMap<Arc<str>, Vec<(Option<Arc<str>>, i64)>>>,
+    r: &Reading,
+) -> Option<i64> {
+    ids.get(&*r.device)?
+        .get(&*r.tag)?
+        .iter()
+        .find(|(u, _)| u.as_deref() == r.unit.as_deref())
+        .map(|(_, id)| *id)
+}
+
+fn add_tag(
+    ids: &mut HashMap<Arc<str>, HashMap<Arc<str>, Vec<(Option<Arc<str>>, i64)>>>,
+    r: &Reading,
+    id: i64,
+) {
+    ids.entry(r.device.clone())
+        .or_default()
+        .entry(r.tag.clone())
+        .or_default()
+        .push((r.unit.clone(), id));
+}
+
+fn intern_tag(tx: &rusqlite::Transaction<'_>, r: &Reading) -> rusqlite::Result<i64> {
+    tx.prepare_cached("INSERT OR IGNORE INTO tags (device, tag, unit) VALUES (?1, ?2, ?3)")?
+        .execute(params![
+            &*r.device,
+            &*r.tag,
+            r.unit.as_deref().unwrap_or("")
+        ])?;
+    tx.prepare_cached("SELECT id FROM tags WHERE device = ?1 AND tag = ?2 AND unit = ?3")?
+        .query_row(
+            params![&*r.device, &*r.tag, r.unit.as_deref().unwrap_or("")],
+            |row| row.get(0),
+        )
+}
