@@ -44,11 +44,11 @@ const D2_D3: [(f64, f64); MAX_N - MIN_N + 1] = [
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Constants {
     pub n: usize,
-    /// E[R] / sigma.
+    /// Expected range over sigma, E(R) / sigma.
     pub d2: f64,
     /// sd(R) / sigma.
     pub d3: f64,
-    /// E[S] / sigma.
+    /// Expected sample standard deviation over sigma, E(S) / sigma.
     pub c4: f64,
     /// X-bar limits from R-bar: 3 / (d2 sqrt n).
     pub a2: f64,
