@@ -229,11 +229,13 @@ pub(crate) fn validate(
         let Some(&(_, kind, _)) = key
             .parse::<u8>()
             .ok()
+            // Only the plain number ("2", not "02") is looked up later.
+            .filter(|n| n.to_string() == *key)
             .and_then(|n| table.iter().find(|r| r.0 == n))
         else {
             v.push(SpecIssue::new(
                 format!("rule.{key}"),
-                format!("preset {preset:?} has rules 1..={}", table.len()),
+                format!("the preset's rules are numbered 1 to {}", table.len()),
             ));
             continue;
         };

@@ -148,3 +148,66 @@ fn a_changed_spec_is_refused() {
         Some(SnapshotError::SpecChanged)
     );
 }
+
+/// The restart scenario at engine level: a mean shift starts a run; the process restarts
+/// in the middle of the developing run; the run rule still fires at the right point, once.
+#[test]
+fn restart_in_a_developing_run_alarms_once_at_the_right_point() {
+    let text = "name = \"s\"\nsource = \"sim/x\"\nchart = \"i-mr\"\nlimits = { baseline = 20 }";
+    // In control around 10 for 30 readings, then shifted by +1.2 sigma-ish.
+    let mut values: Vec<f64> = (0..30)
+        .map(|i| 10.0 + [0.3, -0.2, 0.1, -0.3, 0.2][i % 5])
+        .collect();
+    values.extend((0..12).map(|i| 10.4 + [0.05, -0.05, 0.1][i % 3]));
+    let obs = |c: &mut Characteristic, from: usize, to: usize, out: &mut Vec<Output>| {
+        for (i, v) in values.iter().enumerate().take(to).skip(from) {
+            c.push(Observation::new(i as u64 + 1, 0, *v), out);
+        }
+    };
+    let run_alarms = |out: &[Output]| -> Vec<u64> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Violation(v)
+                    if v.rule == lineside_spc::Rule::Nelson(2)
+                        && v.chart == lineside_spc::ChartId::Individuals =>
+                {
+                    Some(v.seq)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let s: CharacteristicSpec = toml::from_str(text).unwrap();
+
+    // Centre 10.02 (mean of the first 20). Seq 30 (10.2) is already above it, so the run of 9
+    // completes at seq 38; it is flagged there and at every further point.
+    let mut a = Characteristic::new(s.clone()).unwrap();
+    let mut out = Vec::new();
+    obs(&mut a, 0, 42, &mut out);
+    assert_eq!(run_alarms(&out), vec![38, 39, 40, 41, 42]);
+
+    // Snapshot after seq 34 (run of 5 developing), crash after seq 36, restart, replay 35..=42.
+    let mut b = Characteristic::new(s.clone()).unwrap();
+    let mut published = Vec::new();
+    obs(&mut b, 0, 34, &mut published);
+    let snap = serde_json::to_string(&b.snapshot()).unwrap();
+    obs(&mut b, 34, 36, &mut published);
+    drop(b);
+    let snap: Snapshot = serde_json::from_str(&snap).unwrap();
+    let mut c = Characteristic::from_snapshot(s, &snap).unwrap();
+    let mut replayed = Vec::new();
+    obs(&mut c, snap.last_seq().unwrap() as usize, 42, &mut replayed);
+    // De-duplicate on the alarm key, as the agent does.
+    let mut seen = std::collections::BTreeSet::new();
+    for seq in run_alarms(&published)
+        .into_iter()
+        .chain(run_alarms(&replayed))
+    {
+        seen.insert(seq);
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        vec![38, 39, 40, 41, 42]
+    );
+    assert_eq!(run_alarms(&replayed), vec![38, 39, 40, 41, 42]);
+}

@@ -188,6 +188,10 @@ fn chart_specific_checks() {
         vec!["rule.5"]
     );
     assert!(p("chart = \"i-mr\"\nlimits = { center = 1.0, sigma = 0.5 }").is_empty());
+    assert_eq!(
+        p("chart = \"i-mr\"\n[rule.02]\npoints = 5"),
+        vec!["rule.02"]
+    );
 }
 
 #[test]
