@@ -41,10 +41,27 @@ fn engine(toml_text: &str) -> Characteristic {
 }
 
 fn run(c: &mut Characteristic, values: &[f64], out: &mut Vec<Output>, seq: &mut u64) -> usize {
+    run_ctx(c, values, out, seq, &[])
+}
+
+fn run_ctx(
+    c: &mut Characteristic,
+    values: &[f64],
+    out: &mut Vec<Output>,
+    seq: &mut u64,
+    ctx: &[Option<&str>],
+) -> usize {
     let mut n = 0;
     for &v in values {
         *seq += 1;
-        c.push(Observation::new(*seq, *seq as i64, v), out);
+        let obs = Observation {
+            seq: *seq,
+            ts_micros: *seq as i64,
+            value: v,
+            size: None,
+            context: ctx,
+        };
+        c.push(obs, out);
         n += out.len();
         out.clear();
     }
@@ -115,6 +132,32 @@ limits = { centre = 10.0, sigma = 1.0 }
     let mut seq = 0;
     g.bench_function("i-mr nelson 1-8", |b| {
         b.iter(|| black_box(run(&mut imr, black_box(&values), &mut out, &mut seq)))
+    });
+
+    // The same with three context keys (part, lot, operator) compared on every reading.
+    let mut imr_ctx = engine(
+        r#"
+name = "bench-imr-ctx"
+source = "d/t"
+chart = "i-mr"
+rules = "nelson"
+context = ["part", "lot", "operator"]
+usl = 14.0
+lsl = 6.0
+limits = { centre = 10.0, sigma = 1.0 }
+"#,
+    );
+    let ctx = [Some("P-4711-A"), Some("LOT-2026-0042"), Some("op-17")];
+    g.bench_function("i-mr nelson 1-8, 3 context keys, spec limits", |b| {
+        b.iter(|| {
+            black_box(run_ctx(
+                &mut imr_ctx,
+                black_box(&values),
+                &mut out,
+                &mut seq,
+                &ctx,
+            ))
+        })
     });
 
     let mut xr = engine(
