@@ -168,7 +168,8 @@ impl Characteristic {
 
     /// Feed one observation; results are appended to `out` (not cleared). Constant work and no
     /// allocation per observation, except when a context value changes, a new `chart_per` value
-    /// appears, or the limits freeze.
+    /// appears, or the limits freeze (the baseline and capability windows grow to their
+    /// configured size once, then recycle their space).
     pub fn push(&mut self, obs: Observation<'_>, out: &mut Vec<Output>) {
         self.last_seq = Some(self.last_seq.map_or(obs.seq, |s| s.max(obs.seq)));
         if !obs.value.is_finite() {
