@@ -229,18 +229,40 @@ impl Checker<'_> {
         });
     }
 
-    /// Deserializes one value at `prefix`, reporting its first error with the full key path.
-    fn parse_at<T: DeserializeOwned>(&mut self, prefix: &str, value: toml::Value) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let inner = e.path().to_string();
-                let key = join(prefix, if inner == "." { "" } else { &inner });
-                let message = explain(&e.into_inner().to_string());
-                self.push(&key, message);
-                None
+    /// Deserializes one value at `prefix`, reporting every error with its full key path: after each
+    /// error the offending key is taken out and the value is tried again, so one mistake does not hide
+    /// the next. A "missing field" caused by such a removal is not reported twice.
+    fn parse_at<T: DeserializeOwned>(&mut self, prefix: &str, mut value: toml::Value) -> Option<T> {
+        let mut removed: Vec<String> = Vec::new();
+        for _ in 0..MAX_ERRORS_PER_ITEM {
+            match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+                Ok(v) => return Some(v), // still validated further; the config is rejected if anything was reported
+                Err(e) => {
+                    let inner = e.path().to_string();
+                    let inner = if inner == "." { String::new() } else { inner };
+                    let message = explain(&clean(&e.into_inner().to_string()));
+                    if !self.retry_after(prefix, &inner, message, &mut value, &mut removed) {
+                        return None;
+                    }
+                }
             }
         }
+        None
+    }
+
+    /// Reports one error; returns whether the value can be tried again without the offending key.
+    fn retry_after(&mut self, prefix: &str, inner: &str, message: String, value: &mut toml::Value, removed: &mut Vec<String>) -> bool {
+        if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.split('`').next())
+            && removed.contains(&join(inner, field))
+        {
+            return false; // a consequence of our own removal
+        }
+        self.push(&join(prefix, inner), message);
+        if inner.is_empty() || removed.iter().any(|r| r == inner) || !remove_path(value, inner) {
+            return false;
+        }
+        removed.push(inner.to_string());
+        true
     }
 
     fn section<T: DeserializeOwned>(
@@ -421,23 +443,44 @@ impl Checker<'_> {
                     true
                 }
             };
-            match lineside_drivers::parse_device(&name, &driver, table) {
-                Ok(device) if enabled => devices.push(device),
-                Ok(_) => {}
-                Err(issues) => {
-                    for issue in issues {
-                        let key = join(&at, &issue.path);
-                        let mut message = explain(&issue.message);
-                        if issue.path == "driver" {
-                            message
-                                .push_str(&did_you_mean(&driver, lineside_drivers::DRIVER_KINDS));
-                        }
-                        self.push(&key, message);
-                    }
-                }
+            if let Some(device) = self.parse_device(&at, &name, &driver, table)
+                && enabled
+            {
+                devices.push(device);
             }
         }
         devices
+    }
+
+    /// Lets the driver parse its table; like [`Checker::parse_at`], retries without a key the driver
+    /// rejected so that every problem of the device is reported.
+    fn parse_device(&mut self, at: &str, name: &str, driver: &str, table: toml::Table) -> Option<Box<dyn lineside_drivers::Device>> {
+        let mut value = toml::Value::Table(table);
+        let mut removed = Vec::new();
+        for _ in 0..MAX_ERRORS_PER_ITEM {
+            let toml::Value::Table(table) = value.clone() else { return None };
+            match lineside_drivers::parse_device(name, driver, table) {
+                Ok(device) => return Some(device),
+                Err(issues) if issues.len() == 1 && issues[0].path != "driver" => {
+                    let issue = &issues[0];
+                    let message = explain(&clean(&issue.message));
+                    if !self.retry_after(at, &issue.path, message, &mut value, &mut removed) {
+                        return None;
+                    }
+                }
+                Err(issues) => {
+                    for issue in issues {
+                        let mut message = explain(&clean(&issue.message));
+                        if issue.path == "driver" && !lineside_drivers::DRIVER_KINDS.contains(&driver) {
+                            message.push_str(&did_you_mean(driver, lineside_drivers::DRIVER_KINDS));
+                        }
+                        self.push(&join(at, &issue.path), message);
+                    }
+                    return None;
+                }
+            }
+        }
+        None
     }
 
     fn characteristics(&mut self, root: &toml::Table) -> Vec<toml::Table> {
@@ -475,6 +518,49 @@ impl Checker<'_> {
                 Vec::new()
             }
         }
+    }
+}
+
+/// Most errors reported for one section or device before giving up on it.
+const MAX_ERRORS_PER_ITEM: usize = 20;
+
+/// Drops the "in `key`" lines toml appends: the key is already in front of the message.
+fn clean(message: &str) -> String {
+    message.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("in `")).collect::<Vec<_>>().join("; ")
+}
+
+/// Removes the key at a serde_path_to_error path (`tag[2].sigma`) from a value; false if not found.
+fn remove_path(value: &mut toml::Value, path: &str) -> bool {
+    let mut segments: Vec<(String, Option<usize>)> = Vec::new();
+    for part in path.split('.') {
+        let mut pieces = part.split('[');
+        let key = pieces.next().unwrap_or_default().to_string();
+        let idx: Vec<usize> = pieces.filter_map(|p| p.trim_end_matches(']').parse().ok()).collect();
+        if !key.is_empty() {
+            segments.push((key, None));
+        }
+        for i in idx {
+            segments.push((String::new(), Some(i)));
+        }
+    }
+    let Some((last, parents)) = segments.split_last() else { return false };
+    let mut cur = value;
+    for (key, idx) in parents {
+        cur = match (idx, cur) {
+            (Some(i), toml::Value::Array(a)) => match a.get_mut(*i) {
+                Some(v) => v,
+                None => return false,
+            },
+            (None, toml::Value::Table(t)) => match t.get_mut(key) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, cur) {
+        ((key, None), toml::Value::Table(t)) => t.remove(key).is_some(),
+        _ => false,
     }
 }
 
