@@ -30,7 +30,10 @@ async fn kill_dash_nine_loses_nothing_that_was_committed() {
     let db = cfg.store.path.clone();
 
     let mut agent = spawn_binary(&config_path);
-    assert!(wait_for(Duration::from_secs(20), || sub.max_seq() > 1000).await, "data flows");
+    assert!(
+        wait_for(Duration::from_secs(20), || sub.max_seq() > 1000).await,
+        "data flows"
+    );
     agent.kill().unwrap(); // SIGKILL: no flush, no goodbye
     agent.wait().unwrap();
     let committed_at_kill = db_max_seq(&db);
@@ -38,22 +41,46 @@ async fn kill_dash_nine_loses_nothing_that_was_committed() {
 
     let mut agent = spawn_binary(&config_path);
     assert!(
-        sub.wait_for_all(committed_at_kill, Duration::from_secs(30)).await,
+        sub.wait_for_all(committed_at_kill, Duration::from_secs(30))
+            .await,
         "readings committed before the kill arrive after the restart: missing {:?}",
-        sub.seen.lock().unwrap().gaps(committed_at_kill).iter().take(10).collect::<Vec<_>>()
+        sub.seen
+            .lock()
+            .unwrap()
+            .gaps(committed_at_kill)
+            .iter()
+            .take(10)
+            .collect::<Vec<_>>()
     );
-    assert!(wait_for(Duration::from_secs(20), || sub.max_seq() > committed_at_kill + 500).await, "new readings continue the sequence");
+    assert!(
+        wait_for(Duration::from_secs(20), || sub.max_seq()
+            > committed_at_kill + 500)
+        .await,
+        "new readings continue the sequence"
+    );
 
     // A clean stop with SIGTERM flushes and exits within 5 s.
     let t = Instant::now();
-    Command::new("kill").arg("-TERM").arg(agent.id().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(agent.id().to_string())
+        .status()
+        .unwrap();
     let status = agent.wait().unwrap();
     assert!(status.success(), "exit status {status}");
-    assert!(t.elapsed() < Duration::from_secs(5), "SIGTERM took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "SIGTERM took {:?}",
+        t.elapsed()
+    );
 
     let committed = db_max_seq(&db);
     assert!(sub.wait_for_all(committed, Duration::from_secs(30)).await);
     let seen = sub.seen.lock().unwrap();
     assert!(seen.gaps(committed).is_empty());
-    assert!(seen.order_violations.is_empty(), "{:?}", &seen.order_violations[..seen.order_violations.len().min(5)]);
+    assert!(
+        seen.order_violations.is_empty(),
+        "{:?}",
+        &seen.order_violations[..seen.order_violations.len().min(5)]
+    );
 }

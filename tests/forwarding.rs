@@ -14,15 +14,28 @@ async fn run_for(cfg: lineside::config::Config, run: Duration) -> u64 {
     let (stop, task) = spawn_agent(cfg);
     tokio::time::sleep(run).await;
     stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), task).await.expect("agent stops within 10 s").unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("agent stops within 10 s")
+        .unwrap()
+        .unwrap();
     db_max_seq(&db)
 }
 
 fn assert_complete(sub: &Subscriber, upto: u64) {
     let seen = sub.seen.lock().unwrap();
     let gaps = seen.gaps(upto);
-    assert!(gaps.is_empty(), "{} of {upto} readings missing, first {:?}", gaps.len(), &gaps[..gaps.len().min(10)]);
-    assert!(seen.order_violations.is_empty(), "out of order per tag: {:?}", &seen.order_violations[..seen.order_violations.len().min(10)]);
+    assert!(
+        gaps.is_empty(),
+        "{} of {upto} readings missing, first {:?}",
+        gaps.len(),
+        &gaps[..gaps.len().min(10)]
+    );
+    assert!(
+        seen.order_violations.is_empty(),
+        "out of order per tag: {:?}",
+        &seen.order_violations[..seen.order_violations.len().min(10)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,11 +46,22 @@ async fn every_reading_arrives_once_in_order_through_the_embedded_broker() {
     let cfg = load(&sim_config(dir.path(), port, 3, 4, "20ms", ""), dir.path());
     let committed = run_for(cfg, Duration::from_secs(3)).await;
     assert!(committed > 1000, "only {committed} readings committed");
-    assert!(sub.wait_for_all(committed, Duration::from_secs(20)).await, "not everything arrived");
+    assert!(
+        sub.wait_for_all(committed, Duration::from_secs(20)).await,
+        "not everything arrived"
+    );
     assert_complete(&sub, committed);
     let seen = sub.seen.lock().unwrap();
-    assert!(seen.status.iter().any(|s| s["state"] == "online" && s["config_hash"].as_str().is_some_and(|h| h.starts_with("sha256:"))));
-    assert!(seen.status.iter().any(|s| s["state"] == "offline"), "a clean stop publishes offline");
+    assert!(seen.status.iter().any(|s| {
+        s["state"] == "online"
+            && s["config_hash"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("sha256:"))
+    }));
+    assert!(
+        seen.status.iter().any(|s| s["state"] == "offline"),
+        "a clean stop publishes offline"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,17 +70,30 @@ async fn a_network_cut_loses_nothing() {
     let proxy = Proxy::start(port).await;
     let sub = Subscriber::start(port, BASE, false).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = load(&sim_config(dir.path(), proxy.port, 2, 5, "10ms", ""), dir.path());
+    let cfg = load(
+        &sim_config(dir.path(), proxy.port, 2, 5, "10ms", ""),
+        dir.path(),
+    );
     let db = cfg.store.path.clone();
     let (stop, task) = spawn_agent(cfg);
-    assert!(wait_for(Duration::from_secs(10), || sub.max_seq() > 300).await, "data flows before the cut");
+    assert!(
+        wait_for(Duration::from_secs(10), || sub.max_seq() > 300).await,
+        "data flows before the cut"
+    );
     proxy.cut();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let during = sub.max_seq();
     proxy.restore();
-    assert!(wait_for(Duration::from_secs(20), || sub.max_seq() > during + 500).await, "data flows after the cut");
+    assert!(
+        wait_for(Duration::from_secs(20), || sub.max_seq() > during + 500).await,
+        "data flows after the cut"
+    );
     stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let committed = db_max_seq(&db);
     assert!(sub.wait_for_all(committed, Duration::from_secs(20)).await);
     assert_complete(&sub, committed);
@@ -69,21 +106,33 @@ async fn mosquitto_end_to_end_with_a_broker_outage() {
     // A persistent session: messages published while this subscriber reconnects are queued for it.
     let sub = Subscriber::start(broker.port, BASE, true).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = load(&sim_config(dir.path(), broker.port, 3, 5, "10ms", ""), dir.path());
+    let cfg = load(
+        &sim_config(dir.path(), broker.port, 3, 5, "10ms", ""),
+        dir.path(),
+    );
     let db = cfg.store.path.clone();
     let (stop, task) = spawn_agent(cfg);
-    assert!(wait_for(Duration::from_secs(10), || sub.max_seq() > 500).await, "data flows through mosquitto");
+    assert!(
+        wait_for(Duration::from_secs(10), || sub.max_seq() > 500).await,
+        "data flows through mosquitto"
+    );
     broker.stop();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let committed_during_outage = db_max_seq(&db);
     broker.restart().await;
     sub.wait_connected().await;
     assert!(
-        wait_for(Duration::from_secs(30), || sub.max_seq() > committed_during_outage).await,
+        wait_for(Duration::from_secs(30), || sub.max_seq()
+            > committed_during_outage)
+        .await,
         "the backlog from the outage is delivered"
     );
     stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let committed = db_max_seq(&db);
     assert!(sub.wait_for_all(committed, Duration::from_secs(30)).await);
     assert_complete(&sub, committed);

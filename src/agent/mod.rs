@@ -12,7 +12,7 @@ use lineside_drivers::{DeviceContext, DeviceMetrics};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BrokerUrl, Config, Echo};
+use crate::config::{AgentConfig, BrokerUrl, Config, Echo, MqttConfig, StoreConfig};
 use crate::forward::{Forwarder, ForwarderStats, Topics};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -26,8 +26,16 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Runs until `shutdown` is cancelled, then stops in order: devices, store flush, forwarder, store.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let started = Utc::now();
+    // Devices are Send but not Sync: take them out so no borrow of them lives across an await.
+    let Config { devices, .. } = config;
+    let config = Settings {
+        agent: config.agent,
+        store: config.store,
+        mqtt: config.mqtt,
+        hash: config.hash,
+    };
     if config.mqtt.embedded_broker {
-        start_embedded_broker(&config).await?;
+        start_embedded_broker(&config.mqtt).await?;
     }
     std::fs::create_dir_all(&config.agent.state_dir).with_context(|| {
         format!(
@@ -42,7 +50,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let devices_stop = CancellationToken::new();
     let mut device_metrics = Vec::new();
     let mut device_tasks = Vec::new();
-    for device in config.devices {
+    for device in devices {
         let metrics = Arc::new(DeviceMetrics::new(device.name(), device.kind()));
         device_metrics.push(metrics.clone());
         let ctx = DeviceContext {
@@ -162,9 +170,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     Ok(())
 }
 
+/// The parts of the config the runtime keeps after the devices have been started.
+struct Settings {
+    agent: AgentConfig,
+    store: StoreConfig,
+    mqtt: MqttConfig,
+    hash: String,
+}
+
 #[cfg(feature = "embedded-broker")]
-async fn start_embedded_broker(config: &Config) -> Result<()> {
-    let url = BrokerUrl::parse(&config.mqtt.url).map_err(anyhow::Error::msg)?;
+async fn start_embedded_broker(mqtt: &MqttConfig) -> Result<()> {
+    let url = BrokerUrl::parse(&mqtt.url).map_err(anyhow::Error::msg)?;
     let addr: std::net::SocketAddr = format!(
         "{}:{}",
         if url.host == "localhost" {
@@ -183,6 +199,6 @@ async fn start_embedded_broker(config: &Config) -> Result<()> {
 }
 
 #[cfg(not(feature = "embedded-broker"))]
-async fn start_embedded_broker(_config: &Config) -> Result<()> {
+async fn start_embedded_broker(_mqtt: &MqttConfig) -> Result<()> {
     anyhow::bail!("this build has no embedded broker (cargo feature `embedded-broker`)")
 }

@@ -251,8 +251,17 @@ impl Checker<'_> {
     }
 
     /// Reports one error; returns whether the value can be tried again without the offending key.
-    fn retry_after(&mut self, prefix: &str, inner: &str, message: String, value: &mut toml::Value, removed: &mut Vec<String>) -> bool {
-        if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.split('`').next())
+    fn retry_after(
+        &mut self,
+        prefix: &str,
+        inner: &str,
+        message: String,
+        value: &mut toml::Value,
+        removed: &mut Vec<String>,
+    ) -> bool {
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
             && removed.contains(&join(inner, field))
         {
             return false; // a consequence of our own removal
@@ -454,11 +463,19 @@ impl Checker<'_> {
 
     /// Lets the driver parse its table; like [`Checker::parse_at`], retries without a key the driver
     /// rejected so that every problem of the device is reported.
-    fn parse_device(&mut self, at: &str, name: &str, driver: &str, table: toml::Table) -> Option<Box<dyn lineside_drivers::Device>> {
+    fn parse_device(
+        &mut self,
+        at: &str,
+        name: &str,
+        driver: &str,
+        table: toml::Table,
+    ) -> Option<Box<dyn lineside_drivers::Device>> {
         let mut value = toml::Value::Table(table);
         let mut removed = Vec::new();
         for _ in 0..MAX_ERRORS_PER_ITEM {
-            let toml::Value::Table(table) = value.clone() else { return None };
+            let toml::Value::Table(table) = value.clone() else {
+                return None;
+            };
             match lineside_drivers::parse_device(name, driver, table) {
                 Ok(device) => return Some(device),
                 Err(issues) if issues.len() == 1 && issues[0].path != "driver" => {
@@ -471,7 +488,9 @@ impl Checker<'_> {
                 Err(issues) => {
                     for issue in issues {
                         let mut message = explain(&clean(&issue.message));
-                        if issue.path == "driver" && !lineside_drivers::DRIVER_KINDS.contains(&driver) {
+                        if issue.path == "driver"
+                            && !lineside_drivers::DRIVER_KINDS.contains(&driver)
+                        {
                             message.push_str(&did_you_mean(driver, lineside_drivers::DRIVER_KINDS));
                         }
                         self.push(&join(at, &issue.path), message);
@@ -526,7 +545,12 @@ const MAX_ERRORS_PER_ITEM: usize = 20;
 
 /// Drops the "in `key`" lines toml appends: the key is already in front of the message.
 fn clean(message: &str) -> String {
-    message.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("in `")).collect::<Vec<_>>().join("; ")
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("in `"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Removes the key at a serde_path_to_error path (`tag[2].sigma`) from a value; false if not found.
@@ -535,7 +559,9 @@ fn remove_path(value: &mut toml::Value, path: &str) -> bool {
     for part in path.split('.') {
         let mut pieces = part.split('[');
         let key = pieces.next().unwrap_or_default().to_string();
-        let idx: Vec<usize> = pieces.filter_map(|p| p.trim_end_matches(']').parse().ok()).collect();
+        let idx: Vec<usize> = pieces
+            .filter_map(|p| p.trim_end_matches(']').parse().ok())
+            .collect();
         if !key.is_empty() {
             segments.push((key, None));
         }
@@ -543,7 +569,9 @@ fn remove_path(value: &mut toml::Value, path: &str) -> bool {
             segments.push((String::new(), Some(i)));
         }
     }
-    let Some((last, parents)) = segments.split_last() else { return false };
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
     let mut cur = value;
     for (key, idx) in parents {
         cur = match (idx, cur) {

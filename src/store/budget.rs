@@ -24,7 +24,7 @@ pub struct Budget {
 
 impl Budget {
     pub fn new(total: u64) -> Self {
-        let wal_limit = (total / 10).clamp(64 * 1024, 64 * 1024 * 1024);
+        let wal_limit = (total / 16).clamp(32 * 1024, 64 * 1024 * 1024);
         let high = total.saturating_sub(wal_limit).saturating_sub(total / 20);
         Budget {
             wal_limit,
@@ -85,7 +85,7 @@ pub fn enforce(
         )?;
     }
     if let Some(b) = budget {
-        let used = live_bytes(conn)?;
+        let used = live_bytes(conn)? + wal_bytes(&cfg.path);
         if used > b.high {
             let rows = max_seq - min_seq + 1;
             let per_row = (used as f64 / rows as f64).max(1.0);
@@ -147,13 +147,21 @@ fn live_bytes(conn: &Connection) -> rusqlite::Result<u64> {
     Ok(((pages - free).max(0) * page_size) as u64)
 }
 
-/// The database file plus its WAL, as the file system sees them.
-pub fn disk_bytes(_conn: &Connection, path: &Path) -> std::io::Result<u64> {
-    let db = std::fs::metadata(path)?.len();
+/// Whether the live data (with the WAL) is over the pruning threshold: cheap enough to ask after every
+/// commit, so the file never grows far past the budget between maintenance ticks.
+pub fn over(conn: &Connection, path: &Path, budget: &Budget) -> rusqlite::Result<bool> {
+    Ok(live_bytes(conn)? + wal_bytes(path) > budget.high)
+}
+
+fn wal_bytes(path: &Path) -> u64 {
     let mut wal_path = path.as_os_str().to_owned();
     wal_path.push("-wal");
-    let wal = std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
-    Ok(db + wal)
+    std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The database file plus its WAL, as the file system sees them.
+pub fn disk_bytes(path: &Path) -> std::io::Result<u64> {
+    Ok(std::fs::metadata(path)?.len() + wal_bytes(path))
 }
 
 #[cfg(test)]
@@ -163,7 +171,7 @@ mod tests {
     #[test]
     fn budget_split_leaves_room_for_the_wal() {
         let b = Budget::new(4 * 1024 * 1024);
-        assert_eq!(b.wal_limit, 419_430);
+        assert_eq!(b.wal_limit, 262_144);
         assert!(b.high + b.wal_limit < 4 * 1024 * 1024);
         assert!(b.low < b.high);
     }

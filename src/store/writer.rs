@@ -276,6 +276,11 @@ impl Writer {
                 Ok(batch) => {
                     let _ = committed.send(self.committed());
                     let _ = self.batches.send(Arc::new(batch));
+                    if let Some(b) = &self.budget
+                        && budget::over(&self.conn, &self.cfg.path, b).unwrap_or(false)
+                    {
+                        self.maintenance(committed);
+                    }
                     return;
                 }
                 Err(e) => {
@@ -436,7 +441,7 @@ impl Writer {
             }
             Err(e) => tracing::error!(error = %e, "pruning failed"),
         }
-        if let Ok(bytes) = budget::disk_bytes(&self.conn, &self.cfg.path) {
+        if let Ok(bytes) = budget::disk_bytes(&self.cfg.path) {
             self.stats.disk_bytes.store(bytes, Relaxed);
         }
         let oldest = self

@@ -14,7 +14,11 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::net::{TcpListener, TcpStream};
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// An in-process rumqttd on a fresh port (it cannot be stopped; each test gets its own).
@@ -37,13 +41,24 @@ pub fn mosquitto_bin() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("LINESIDE_MOSQUITTO") {
         return Some(PathBuf::from(p));
     }
-    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"].iter().map(PathBuf::from).find(|p| p.exists())
+    [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 impl Mosquitto {
     pub async fn start() -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
-        let mut m = Mosquitto { port: free_port(), dir, child: None };
+        let mut m = Mosquitto {
+            port: free_port(),
+            dir,
+            child: None,
+        };
         m.restart().await;
         m
     }
@@ -74,7 +89,8 @@ impl Mosquitto {
 
     pub async fn restart(&mut self) {
         self.ensure_config();
-        let bin = mosquitto_bin().expect("mosquitto not found: run scripts/test, which installs it");
+        let bin =
+            mosquitto_bin().expect("mosquitto not found: run scripts/test, which installs it");
         let child = Command::new(bin)
             .arg("-c")
             .arg(self.config_path())
@@ -94,7 +110,10 @@ impl Mosquitto {
     /// Stops the broker gracefully (SIGTERM, so it saves its persistent sessions).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let _ = c.wait();
         }
     }
@@ -126,7 +145,9 @@ pub struct Seen {
 impl Seen {
     /// Sequence numbers missing between 1 and `upto`.
     pub fn gaps(&self, upto: u64) -> Vec<u64> {
-        (1..=upto).filter(|s| !self.readings.contains_key(s)).collect()
+        (1..=upto)
+            .filter(|s| !self.readings.contains_key(s))
+            .collect()
     }
 }
 
@@ -166,13 +187,24 @@ impl Subscriber {
                     Ok(Event::Incoming(Packet::SubAck(_))) => c.store(true, Relaxed),
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         m.fetch_add(1, Relaxed);
-                        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&p.payload) else { continue };
-                        let rel = p.topic.strip_prefix(&base).unwrap_or(&p.topic).trim_start_matches('/').to_string();
+                        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&p.payload)
+                        else {
+                            continue;
+                        };
+                        let rel = p
+                            .topic
+                            .strip_prefix(&base)
+                            .unwrap_or(&p.topic)
+                            .trim_start_matches('/')
+                            .to_string();
                         let mut seen = s.lock().unwrap();
                         if rel.starts_with("data/") {
                             for r in body["readings"].as_array().unwrap() {
                                 let seq = r["seq"].as_u64().unwrap();
-                                let key = (r["device"].as_str().unwrap().to_string(), r["tag"].as_str().unwrap().to_string());
+                                let key = (
+                                    r["device"].as_str().unwrap().to_string(),
+                                    r["tag"].as_str().unwrap().to_string(),
+                                );
                                 if seen.readings.contains_key(&seq) {
                                     seen.duplicates += 1;
                                     continue;
@@ -201,7 +233,11 @@ impl Subscriber {
                 }
             }
         });
-        Subscriber { seen, connected, messages }
+        Subscriber {
+            seen,
+            connected,
+            messages,
+        }
     }
 
     /// A subscriber for a broker that is not up yet: it keeps retrying until it is.
@@ -224,7 +260,14 @@ impl Subscriber {
     }
 
     pub fn max_seq(&self) -> u64 {
-        self.seen.lock().unwrap().readings.keys().next_back().copied().unwrap_or(0)
+        self.seen
+            .lock()
+            .unwrap()
+            .readings
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -258,7 +301,9 @@ impl Proxy {
         let (u, g) = (up.clone(), generation.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
                 if !u.load(Relaxed) {
                     drop(inbound);
                     continue;
@@ -266,7 +311,9 @@ impl Proxy {
                 let my_gen = g.load(Relaxed);
                 let g = g.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await else { return };
+                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await else {
+                        return;
+                    };
                     let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
                     let cut = async {
                         while g.load(Relaxed) == my_gen {
@@ -277,7 +324,11 @@ impl Proxy {
                 });
             }
         });
-        Proxy { port, up, generation }
+        Proxy {
+            port,
+            up,
+            generation,
+        }
     }
 
     /// Drops every connection and refuses new ones.
@@ -292,7 +343,14 @@ impl Proxy {
 }
 
 /// A config for a fast simulated line: `devices` devices × `tags` tags at `interval`.
-pub fn sim_config(state_dir: &Path, broker_port: u16, devices: usize, tags: usize, interval: &str, extra_store: &str) -> String {
+pub fn sim_config(
+    state_dir: &Path,
+    broker_port: u16,
+    devices: usize,
+    tags: usize,
+    interval: &str,
+    extra_store: &str,
+) -> String {
     let mut text = format!(
         "[agent]\nid = \"test-gw\"\nstate_dir = {:?}\n\n[store]\nflush_interval = \"20ms\"\nmaintenance_interval = \"200ms\"\n{extra_store}\n\n\
          [mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\nreconnect_min = \"100ms\"\nreconnect_max = \"1s\"\nkeep_alive = \"5s\"\n\
@@ -302,7 +360,9 @@ pub fn sim_config(state_dir: &Path, broker_port: u16, devices: usize, tags: usiz
     for d in 0..devices {
         text.push_str(&format!("\n[[device]]\nname = \"dev{d}\"\ndriver = \"sim\"\ninterval = \"{interval}\"\nseed = {d}\n"));
         for t in 0..tags {
-            text.push_str(&format!("[[device.tag]]\nname = \"t{t}\"\nunit = \"mm\"\nmean = 10.0\nsigma = 0.1\n"));
+            text.push_str(&format!(
+                "[[device.tag]]\nname = \"t{t}\"\nunit = \"mm\"\nmean = 10.0\nsigma = 0.1\n"
+            ));
         }
     }
     text
@@ -318,7 +378,12 @@ pub fn load(text: &str, dir: &Path) -> lineside::config::Config {
 }
 
 /// Runs the agent in-process until the returned token is cancelled.
-pub fn spawn_agent(cfg: lineside::config::Config) -> (tokio_util::sync::CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
+pub fn spawn_agent(
+    cfg: lineside::config::Config,
+) -> (
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(lineside::agent::run(cfg, stop.clone()));
     (stop, task)
@@ -326,6 +391,11 @@ pub fn spawn_agent(cfg: lineside::config::Config) -> (tokio_util::sync::Cancella
 
 /// Highest committed reading seq in a database (opened read-only).
 pub fn db_max_seq(db: &Path) -> u64 {
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    conn.query_row("SELECT ifnull(max(seq), 0) FROM readings", [], |r| r.get::<_, i64>(0)).unwrap() as u64
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    conn.query_row("SELECT ifnull(max(seq), 0) FROM readings", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .unwrap() as u64
 }
