@@ -92,7 +92,11 @@ pub fn bus_key(endpoint: &Endpoint) -> String {
 
 /// Joins the bus of `endpoint`, opening it if no running device uses it. Must be called inside a tokio
 /// runtime (it may spawn the bus task). Errs when the bus is open with other line settings.
-pub fn attach(endpoint: &Endpoint, timing: &Timing, device: &str) -> Result<Arc<BusHandle>, String> {
+pub fn attach(
+    endpoint: &Endpoint,
+    timing: &Timing,
+    device: &str,
+) -> Result<Arc<BusHandle>, String> {
     let key = bus_key(endpoint);
     let mut map = registry().lock().unwrap_or_else(|p| p.into_inner());
     map.retain(|_, weak| weak.strong_count() > 0);

@@ -66,9 +66,12 @@ pub struct Decoded {
 /// The orders that read `ty` differently.
 fn distinct_orders(ty: DataType) -> &'static [ByteOrder] {
     match ty {
-        DataType::U32 | DataType::I32 | DataType::F32 | DataType::U64 | DataType::I64 | DataType::F64 => {
-            &ByteOrder::ALL
-        }
+        DataType::U32
+        | DataType::I32
+        | DataType::F32
+        | DataType::U64
+        | DataType::I64
+        | DataType::F64 => &ByteOrder::ALL,
         _ => &[ByteOrder::Abcd, ByteOrder::Badc],
     }
 }
@@ -125,13 +128,22 @@ pub fn render(r: &ReadOnce, data: &ReadData, types: &[DataType]) -> String {
         r.address,
         u32::from(r.address) + u32::from(r.count) - 1,
         r.count,
-        if r.area.is_register() { "registers" } else { "bits" }
+        if r.area.is_register() {
+            "registers"
+        } else {
+            "bits"
+        }
     );
     match data {
         ReadData::Bits(bits) => {
             let _ = writeln!(out, "\n{:>7}  value", "address");
             for (i, b) in bits.iter().enumerate() {
-                let _ = writeln!(out, "{:>7}  {}", u32::from(r.address) + i as u32, u8::from(*b));
+                let _ = writeln!(
+                    out,
+                    "{:>7}  {}",
+                    u32::from(r.address) + i as u32,
+                    u8::from(*b)
+                );
             }
         }
         ReadData::Words(words) => {
@@ -144,7 +156,13 @@ pub fn render(r: &ReadOnce, data: &ReadData, types: &[DataType]) -> String {
                 let [hi, lo] = w.to_be_bytes();
                 let ascii: String = [hi, lo]
                     .iter()
-                    .map(|&c| if c.is_ascii_graphic() || c == b' ' { c as char } else { '.' })
+                    .map(|&c| {
+                        if c.is_ascii_graphic() || c == b' ' {
+                            c as char
+                        } else {
+                            '.'
+                        }
+                    })
                     .collect();
                 let _ = writeln!(
                     out,

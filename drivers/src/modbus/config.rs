@@ -271,7 +271,10 @@ pub fn parse_spec(table: toml::Table) -> Result<DeviceSpec, Vec<ConfigIssue>> {
     let reconnect_min = raw.reconnect_min.unwrap_or(Duration::from_millis(500));
     let reconnect_max = raw.reconnect_max.unwrap_or(Duration::from_secs(30));
     if reconnect_min.is_zero() {
-        issues.push(ConfigIssue::new("reconnect_min", "must be greater than zero"));
+        issues.push(ConfigIssue::new(
+            "reconnect_min",
+            "must be greater than zero",
+        ));
     }
     if reconnect_max < reconnect_min {
         issues.push(ConfigIssue::new(
@@ -311,7 +314,10 @@ pub fn parse_spec(table: toml::Table) -> Result<DeviceSpec, Vec<ConfigIssue>> {
             ));
         }
         if t.name.trim().is_empty() {
-            issues.push(ConfigIssue::new(format!("tag[{i}].name"), "must not be empty"));
+            issues.push(ConfigIssue::new(
+                format!("tag[{i}].name"),
+                "must not be empty",
+            ));
         }
         let cap = Caps {
             max_registers: max_registers.clamp(1, 125),
@@ -512,11 +518,17 @@ fn tag_spec(
     let bit = match (ty, t.bit) {
         (DataType::Bit, Some(b)) if b <= 15 => b,
         (DataType::Bit, Some(_)) => {
-            issues.push(ConfigIssue::new(p("bit"), "must be between 0 and 15 (0 = least significant)"));
+            issues.push(ConfigIssue::new(
+                p("bit"),
+                "must be between 0 and 15 (0 = least significant)",
+            ));
             0
         }
         (DataType::Bit, None) => {
-            issues.push(ConfigIssue::new(p("bit"), "type = \"bit\" needs `bit = n` (0..=15)"));
+            issues.push(ConfigIssue::new(
+                p("bit"),
+                "type = \"bit\" needs `bit = n` (0..=15)",
+            ));
             0
         }
         (_, Some(_)) => {
@@ -545,7 +557,10 @@ fn tag_spec(
             1
         }
         (_, Some(_)) => {
-            issues.push(ConfigIssue::new(p("length"), "only used with type = \"string\""));
+            issues.push(ConfigIssue::new(
+                p("length"),
+                "only used with type = \"string\"",
+            ));
             1
         }
         (other, None) => other.fixed_registers().unwrap_or(1),
@@ -562,11 +577,17 @@ fn tag_spec(
     if u32::from(t.address) + u32::from(count) > 65_536 {
         issues.push(ConfigIssue::new(
             p("address"),
-            format!("the tag's {count} register(s) from address {} run past 65535", t.address),
+            format!(
+                "the tag's {count} register(s) from address {} run past 65535",
+                t.address
+            ),
         ));
     }
     if t.order.is_some() && !ty.order_matters() {
-        issues.push(ConfigIssue::new(p("order"), format!("has no effect on type \"{ty}\"")));
+        issues.push(ConfigIssue::new(
+            p("order"),
+            format!("has no effect on type \"{ty}\""),
+        ));
     }
     let order = t.order.unwrap_or(default_order);
 
@@ -582,7 +603,10 @@ fn tag_spec(
             let scale = scale.unwrap_or(1.0);
             let offset = offset.unwrap_or(0.0);
             if !scale.is_finite() || scale == 0.0 {
-                issues.push(ConfigIssue::new(p("scale"), "must be a finite, non-zero number"));
+                issues.push(ConfigIssue::new(
+                    p("scale"),
+                    "must be a finite, non-zero number",
+                ));
             }
             if !offset.is_finite() {
                 issues.push(ConfigIssue::new(p("offset"), "must be a finite number"));
@@ -599,16 +623,24 @@ fn tag_spec(
                 ),
             ));
         } else if !(db.is_finite() && db >= 0.0) {
-            issues.push(ConfigIssue::new(p("deadband"), "must be a finite number >= 0"));
+            issues.push(ConfigIssue::new(
+                p("deadband"),
+                "must be a finite number >= 0",
+            ));
         }
     }
     if t.heartbeat.is_some_and(|h| h.is_zero()) {
-        issues.push(ConfigIssue::new(p("heartbeat"), "must be greater than zero"));
+        issues.push(ConfigIssue::new(
+            p("heartbeat"),
+            "must be greater than zero",
+        ));
     }
     if t.writable && !matches!(area, Area::Coil | Area::HoldingRegister) {
         issues.push(ConfigIssue::new(
             p("writable"),
-            format!("a {area} is read-only in Modbus; only coils and holding registers can be written"),
+            format!(
+                "a {area} is read-only in Modbus; only coils and holding registers can be written"
+            ),
         ));
     }
     if issues.len() > before {
@@ -640,7 +672,11 @@ mod tests {
     }
 
     fn paths(text: &str) -> Vec<String> {
-        parse(text).unwrap_err().into_iter().map(|i| i.path).collect()
+        parse(text)
+            .unwrap_err()
+            .into_iter()
+            .map(|i| i.path)
+            .collect()
     }
 
     #[test]
@@ -735,7 +771,9 @@ mod tests {
             ["tag[0].adress"]
         );
         assert_eq!(
-            paths("transport = 'tcp'\naddress = 'a:1'\nbaud = 9600\n[[tag]]\nname = 'a'\naddress = 1\n"),
+            paths(
+                "transport = 'tcp'\naddress = 'a:1'\nbaud = 9600\n[[tag]]\nname = 'a'\naddress = 1\n"
+            ),
             ["baud"]
         );
         assert_eq!(

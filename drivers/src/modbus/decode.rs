@@ -315,7 +315,9 @@ fn decode_text(words: &[u16], order: ByteOrder) -> String {
         .flat_map(|w| swap16(*w, order).to_be_bytes())
         .collect();
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).trim_end().to_string()
+    String::from_utf8_lossy(&bytes[..end])
+        .trim_end()
+        .to_string()
 }
 
 /// Encodes a value into registers in the given order: the inverse of [`decode_registers`], used by tests and
@@ -371,7 +373,9 @@ pub fn to_value(raw: Raw, linear: Option<(f64, f64)>) -> Result<crate::reading::
         Raw::Unsigned(u) if linear.is_some() => scaled(u as f64),
         Raw::Signed(i) if linear.is_some() => scaled(i as f64),
         Raw::Unsigned(u) => i64::try_from(u).map(Value::I64).map_err(|_| {
-            format!("u64 value {u} exceeds the i64 range; set `scale = 1.0` to report it as a float")
+            format!(
+                "u64 value {u} exceeds the i64 range; set `scale = 1.0` to report it as a float"
+            )
         }),
         Raw::Signed(i) => Ok(Value::I64(i)),
         Raw::Bool(b) => Ok(Value::Bool(b)),
@@ -477,8 +481,13 @@ mod tests {
     #[test]
     fn strings_trim_padding_and_survive_garbage() {
         assert_eq!(
-            decode_registers(&[0x4142, 0x4300, 0x0000], DataType::String, ByteOrder::Abcd, 0)
-                .unwrap(),
+            decode_registers(
+                &[0x4142, 0x4300, 0x0000],
+                DataType::String,
+                ByteOrder::Abcd,
+                0
+            )
+            .unwrap(),
             Raw::Text("ABC".into())
         );
         assert_eq!(
@@ -497,7 +506,10 @@ mod tests {
             to_value(Raw::Unsigned(1234), Some((0.1, -100.0))),
             Ok(Value::F64(1234.0 * 0.1 - 100.0))
         );
-        assert_eq!(to_value(Raw::Signed(-5), Some((2.0, 0.0))), Ok(Value::F64(-10.0)));
+        assert_eq!(
+            to_value(Raw::Signed(-5), Some((2.0, 0.0))),
+            Ok(Value::F64(-10.0))
+        );
         assert!(to_value(Raw::Float(f64::NAN), None).is_err());
         assert!(to_value(Raw::Float(f64::INFINITY), Some((1.0, 0.0))).is_err());
         assert!(to_value(Raw::Unsigned(u64::MAX), None).is_err());

@@ -229,6 +229,10 @@ mod tests {
 
         let small = spec(&tags, "max_registers = 10\nmax_bits = 100");
         let blocks = plan(&small.tags, 0, small.max_registers, small.max_bits);
-        assert!(blocks.iter().all(|b| b.count <= if b.area.is_register() { 10 } else { 100 }));
+        assert!(
+            blocks
+                .iter()
+                .all(|b| b.count <= if b.area.is_register() { 10 } else { 100 })
+        );
     }
 }

@@ -94,7 +94,14 @@ pub(crate) async fn run(name: String, spec: DeviceSpec, blocks: Vec<Block>, ctx:
             _ = ctx.shutdown.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        let cycle = poll_once(&device, &spec, &blocks, &mut channel, &mut tags, &ctx.metrics);
+        let cycle = poll_once(
+            &device,
+            &spec,
+            &blocks,
+            &mut channel,
+            &mut tags,
+            &ctx.metrics,
+        );
         let out = tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
             out = cycle => out,
@@ -342,11 +349,23 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
         assert!(step(&t, &mut last, Some(10.0), t0), "first reading");
-        assert!(!step(&t, &mut last, Some(10.4), t0 + s), "within the deadband");
-        assert!(!step(&t, &mut last, Some(9.6), t0 + 2 * s), "still within, against the last reported value");
-        assert!(step(&t, &mut last, Some(10.6), t0 + 3 * s), "beyond the deadband");
+        assert!(
+            !step(&t, &mut last, Some(10.4), t0 + s),
+            "within the deadband"
+        );
+        assert!(
+            !step(&t, &mut last, Some(9.6), t0 + 2 * s),
+            "still within, against the last reported value"
+        );
+        assert!(
+            step(&t, &mut last, Some(10.6), t0 + 3 * s),
+            "beyond the deadband"
+        );
         assert!(step(&t, &mut last, None, t0 + 4 * s), "quality changed");
-        assert!(!step(&t, &mut last, None, t0 + 5 * s), "still bad, same reason");
+        assert!(
+            !step(&t, &mut last, None, t0 + 5 * s),
+            "still bad, same reason"
+        );
         assert!(step(&t, &mut last, Some(10.6), t0 + 6 * s), "recovered");
         assert!(step(&t, &mut last, Some(10.6), t0 + 16 * s), "heartbeat");
     }
@@ -363,6 +382,9 @@ mod tests {
         let mut last = Reported::default();
         assert!(step(&on_change, &mut last, Some(1.0), t0));
         assert!(!step(&on_change, &mut last, Some(1.0), t0));
-        assert!(step(&on_change, &mut last, Some(1.0001), t0), "heartbeat alone: any change");
+        assert!(
+            step(&on_change, &mut last, Some(1.0001), t0),
+            "heartbeat alone: any change"
+        );
     }
 }

@@ -59,7 +59,10 @@ impl TxError {
     pub fn reason(&self) -> String {
         match self {
             TxError::Exception(code) => format!("exception: {}", exception_name(*code)),
-            TxError::Timeout(d) => format!("timeout: no reply within {}", humantime::format_duration(*d)),
+            TxError::Timeout(d) => format!(
+                "timeout: no reply within {}",
+                humantime::format_duration(*d)
+            ),
             TxError::Transport(e) => format!("transport: {e}"),
             TxError::Protocol(e) => format!("protocol: {e}"),
             TxError::Connect(e) | TxError::NotConnected(e) => format!("not connected: {e}"),
@@ -509,7 +512,10 @@ mod tests {
             ..req
         };
         assert_eq!(
-            check_reply(bits, Response::ReadCoils(vec![true, false, true, false, false, false, false, false])),
+            check_reply(
+                bits,
+                Response::ReadCoils(vec![true, false, true, false, false, false, false, false])
+            ),
             Ok(ReadData::Bits(vec![true, false, true]))
         );
         assert!(check_reply(bits, Response::ReadCoils(vec![true])).is_err());
