@@ -80,8 +80,21 @@ impl OnSubscriptionNotificationCore for Forwarder {
 #[derive(Debug, Clone)]
 enum Item {
     Pending,
-    Active,
+    /// Created, with the server's monitored item id.
+    Active(u32),
+    /// Created, but the server reports the node as unknown through the item's values (some servers do
+    /// that instead of refusing the item): deleted and created again at the next retry.
+    Stale(u32),
     Failed(String),
+}
+
+/// Item statuses that mean "this node is not there (yet)" rather than "the value is bad".
+fn node_missing(status: StatusCode) -> bool {
+    use opcua::types::SubStatusCode as S;
+    matches!(
+        status.sub_code(),
+        S::BadNodeIdUnknown | S::BadNodeIdInvalid | S::BadAttributeIdInvalid
+    )
 }
 
 /// Client handle of tag `i` (0 is reserved by the library for "assign one for me").
@@ -156,7 +169,7 @@ pub(crate) async fn serve(rt: &Runtime, conn: &mut Connected) -> End {
     let mut reported_drops = 0u64;
 
     loop {
-        let any_failed = items.iter().any(|i| !matches!(i, Item::Active));
+        let any_failed = items.iter().any(|i| !matches!(i, Item::Active(_)));
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return End::Shutdown,
             ev = conn.events.recv() => {
@@ -172,7 +185,7 @@ pub(crate) async fn serve(rt: &Runtime, conn: &mut Connected) -> End {
                 conn.touch();
                 match n {
                     Notification::Data(values) => {
-                        let batch = readings(rt, &items, values);
+                        let batch = readings(rt, &mut items, values);
                         if ctx.publish(batch).await.is_err() {
                             return End::SinkClosed;
                         }
@@ -184,15 +197,34 @@ pub(crate) async fn serve(rt: &Runtime, conn: &mut Connected) -> End {
                 }
             }
             _ = retry.tick(), if any_failed => {
-                if items.iter().any(|i| matches!(i, Item::Failed(_))) {
+                if items.iter().any(|i| matches!(i, Item::Failed(_) | Item::Stale(_))) {
                     // A node may be missing because the namespace is not there yet (server still loading).
                     if rt.tags.iter().any(|t| t.node.needs_namespace_array())
                         && let Err(e) = conn.refresh_namespaces(rt.cfg.request_timeout).await
                     {
                         tracing::debug!(error = %e, "opcua: namespace array refresh failed");
                     }
+                    let stale: Vec<u32> = items
+                        .iter()
+                        .filter_map(|i| match i {
+                            Item::Stale(id) => Some(*id),
+                            _ => None,
+                        })
+                        .collect();
+                    if !stale.is_empty() {
+                        ctx.metrics.requests.fetch_add(1, Ordering::Relaxed);
+                        let call = conn.session.delete_monitored_items(sub_id, &stale);
+                        match tokio::time::timeout(rt.cfg.request_timeout, call).await {
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => return End::Lost(format!("DeleteMonitoredItems: {}", e.status())),
+                            Err(_) => {
+                                ctx.metrics.timeouts.fetch_add(1, Ordering::Relaxed);
+                                return End::Lost("DeleteMonitoredItems: timed out".to_string());
+                            }
+                        }
+                    }
                     for item in items.iter_mut() {
-                        if matches!(item, Item::Failed(_)) {
+                        if matches!(item, Item::Failed(_) | Item::Stale(_)) {
                             *item = Item::Pending;
                         }
                     }
@@ -222,18 +254,32 @@ pub(crate) async fn serve(rt: &Runtime, conn: &mut Connected) -> End {
     }
 }
 
-/// Maps one publish response to readings. Values for items we no longer consider active are still
-/// passed on: the server only reports items it created.
-fn readings(rt: &Runtime, _items: &[Item], values: Vec<(u32, DataValue)>) -> Vec<Reading> {
+/// Maps one publish response to readings; items whose values say the node is missing are marked for
+/// re-creation.
+fn readings(rt: &Runtime, items: &mut [Item], values: Vec<(u32, DataValue)>) -> Vec<Reading> {
     let received = Utc::now();
     let mut out = Vec::with_capacity(values.len());
     for (h, dv) in values {
-        match tag_index(h).and_then(|i| rt.shapes.get(i)) {
-            Some(shape) => shape.map(&dv, received, &mut out),
-            None => tracing::debug!(
+        let Some(i) = tag_index(h).filter(|i| *i < rt.shapes.len()) else {
+            tracing::debug!(
                 handle = h,
                 "opcua: notification for an unknown client handle"
-            ),
+            );
+            continue;
+        };
+        if let Some(status) = dv.status.filter(|s| s.is_bad()) {
+            rt.ctx.metrics.exceptions.fetch_add(1, Ordering::Relaxed);
+            if node_missing(status)
+                && let Some(Item::Active(id)) = items.get(i)
+            {
+                items[i] = Item::Stale(*id);
+            }
+        } else if let Some(Item::Stale(id)) = items.get(i) {
+            // The node is back: keep the item.
+            items[i] = Item::Active(*id);
+        }
+        if let Some(shape) = rt.shapes.get(i) {
+            shape.map(&dv, received, &mut out);
         }
     }
     out
@@ -300,7 +346,6 @@ async fn create_items(
         }
     }
     let chunk = rt.cfg.max_nodes_per_request.max(1) as usize;
-    let mut refused = Vec::new();
     for part in requests.chunks(chunk) {
         ctx.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let call = conn.session.create_monitored_items(
@@ -317,12 +362,12 @@ async fn create_items(
             }
         };
         for (k, (i, _)) in part.iter().enumerate() {
-            let status = result
+            let (status, id) = result
                 .get(k)
-                .map(|r| r.result.status_code)
-                .unwrap_or(StatusCode::BadUnexpectedError);
+                .map(|r| (r.result.status_code, r.result.monitored_item_id))
+                .unwrap_or((StatusCode::BadUnexpectedError, 0));
             if status.is_good() {
-                items[*i] = Item::Active;
+                items[*i] = Item::Active(id);
             } else {
                 ctx.metrics.exceptions.fetch_add(1, Ordering::Relaxed);
                 items[*i] = Item::Failed(status.to_string());
@@ -332,7 +377,6 @@ async fn create_items(
                         &Arc::from(format!("node {}: {status}", tag.node)),
                         &mut bad,
                     );
-                    refused.push(format!("{} ({}): {status}", tag.name, tag.node));
                 }
             }
         }

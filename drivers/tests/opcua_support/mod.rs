@@ -62,6 +62,12 @@ impl TestServer {
         Self::start_on(listener, dir.join("server-pki"), vars).await
     }
 
+    /// Starts a server on a given port (e.g. one a device has been trying to reach).
+    pub async fn start_on_port(dir: &Path, port: u16, vars: Vec<Var>) -> TestServer {
+        let listener = bind_again(port).await;
+        Self::start_on(listener, dir.join("server-pki"), vars).await
+    }
+
     async fn start_on(listener: TcpListener, pki_dir: PathBuf, vars: Vec<Var>) -> TestServer {
         let port = listener.local_addr().unwrap().port();
         let url = format!("opc.tcp://127.0.0.1:{port}/");
