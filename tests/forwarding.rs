@@ -125,6 +125,11 @@ async fn mosquitto_end_to_end_with_a_broker_outage() {
         wait_for(Duration::from_secs(30), || sub.max_seq()
             > committed_during_outage)
         .await,
+        "delivery resumes after the outage"
+    );
+    let backlog_end = db_max_seq(&db);
+    assert!(
+        sub.wait_for_all(backlog_end, Duration::from_secs(30)).await,
         "the backlog from the outage is delivered"
     );
     stop.cancel();

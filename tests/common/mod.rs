@@ -399,3 +399,16 @@ pub fn db_max_seq(db: &Path) -> u64 {
     })
     .unwrap() as u64
 }
+
+/// The persisted forwarding cursor of the readings stream.
+pub fn db_cursor(db: &Path) -> u64 {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    conn.query_row(
+        "SELECT ifnull(max(value), 0) FROM meta WHERE key = 'cursor_readings'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .unwrap() as u64
+}
