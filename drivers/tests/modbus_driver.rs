@@ -276,7 +276,7 @@ async fn every_type_and_byte_order_over_tcp() {
         (DataType::U64, Raw::Unsigned(9_000_000_000_000_000_123)),
         (DataType::I64, Raw::Signed(-8_000_000_000_000_000_321)),
         (DataType::F32, Raw::Float(f64::from(-1234.5f32))),
-        (DataType::F64, Raw::Float(2.718_281_828_459_045)),
+        (DataType::F64, Raw::Float(-6.022_140_76e23)),
         (DataType::String, Raw::Text("LOT-2026-A7".into())),
     ];
     let mut mem = Mem::default();
