@@ -153,3 +153,59 @@ async fn polled_mode_resumes_after_a_server_restart() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_cut_without_fin_is_detected_and_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), vec![Var::i32("Count", 0)]).await;
+    let relay = Relay::start(server.port).await;
+    let dev = device(&format!(
+        "endpoint = \"opc.tcp://127.0.0.1:{}/\"\npublishing_interval = \"100ms\"\n\
+         request_timeout = \"2s\"\nkeep_alive_interval = \"1s\"\n\
+         reconnect_initial = \"200ms\"\nreconnect_max = \"1s\"\n\
+         [[tag]]\nname = \"count\"\nnode = \"nsu={NS_URI};s=Count\"\n",
+        relay.port
+    ));
+    let (ctx, rx) = context(dir.path());
+    let metrics = ctx.metrics.clone();
+    let stop = ctx.shutdown.clone();
+    let task = tokio::spawn(dev.run(ctx));
+    collect_until(&rx, Duration::from_secs(60), |r| {
+        has(r, "count", Value::I64(0))
+    })
+    .await;
+    assert_eq!(metrics.state(), DeviceState::Connected);
+
+    relay.cut();
+    server.set("Count", 1); // lost on the wire
+    let seen = collect_until(&rx, Duration::from_secs(90), |r| {
+        r.iter().any(|x| !x.quality.is_good())
+    })
+    .await;
+    assert!(
+        seen.iter().any(|x| !x.quality.is_good()),
+        "the cut is detected: {seen:?}"
+    );
+    assert_eq!(metrics.state(), DeviceState::Disconnected);
+
+    relay.heal();
+    // After the cable is back: a new session, the current value, then changes again.
+    let seen = collect_until(&rx, Duration::from_secs(60), |r| {
+        has(r, "count", Value::I64(1))
+    })
+    .await;
+    assert!(has(&seen, "count", Value::I64(1)), "{seen:?}");
+    server.set("Count", 2);
+    collect_until(&rx, Duration::from_secs(30), |r| {
+        has(r, "count", Value::I64(2))
+    })
+    .await;
+    assert_eq!(metrics.state(), DeviceState::Connected);
+    assert!(metrics.reconnects.load(Ordering::Relaxed) >= 1);
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .unwrap()
+        .unwrap();
+}

@@ -238,9 +238,10 @@ pub fn select_endpoint(
                 .iter()
                 .map(|e| {
                     format!(
-                        "{}/{:?}",
+                        "{}/{:?} at {}",
                         opcua::crypto::SecurityPolicy::from_uri(e.security_policy_uri.as_ref()),
-                        e.security_mode
+                        e.security_mode,
+                        e.endpoint_url.as_ref()
                     )
                 })
                 .collect();
@@ -256,6 +257,10 @@ pub fn select_endpoint(
                 }
             )
         })?;
+    // Connect where we were told to, not where the server says it is: behind NAT, port forwarding or
+    // a relay the advertised host and port are often unreachable (the library only swaps the host).
+    let mut chosen = chosen;
+    chosen.endpoint_url = url.into();
     let tokens = chosen.user_identity_tokens.as_deref().unwrap_or(&[]);
     let supported = tokens.iter().any(|t| t.token_type == token)
         || (token == UserTokenType::Anonymous && chosen.user_identity_tokens.is_none());

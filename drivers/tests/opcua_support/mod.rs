@@ -244,3 +244,105 @@ pub fn device(text: &str) -> Box<dyn lineside_drivers::Device> {
     let table: toml::Table = toml::from_str(text).unwrap();
     lineside_drivers::parse_device("dev", "opcua", table).unwrap_or_else(|e| panic!("{e:#?}"))
 }
+
+/// A TCP relay in front of the server whose "cable" can be pulled: while cut, bytes are swallowed and new
+/// connections are accepted but never answered (no FIN, no RST), like a broken switch or a pulled cable.
+/// Connections that saw a cut stay dead after the cable is back, as TCP sessions across a long outage do.
+pub struct Relay {
+    pub port: u16,
+    cut: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    pub async fn start(upstream: u16) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Even = connected, odd = cut; the value counts cuts so a connection knows if it lived through one.
+        let cut = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let state = cut.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((down, _)) = listener.accept().await else {
+                    return;
+                };
+                let state = state.clone();
+                conns.spawn(async move {
+                    let born = state.load(Ordering::SeqCst);
+                    if born % 2 == 1 {
+                        // Cable is out: hold the socket silently.
+                        let _keep = down;
+                        std::future::pending::<()>().await;
+                        return;
+                    }
+                    let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let (mut dr, mut dw) = down.into_split();
+                    let (mut ur, mut uw) = up.into_split();
+                    let s1 = state.clone();
+                    let a = async move {
+                        relay(&mut dr, &mut uw, &s1, born).await;
+                    };
+                    let s2 = state.clone();
+                    let b = async move {
+                        relay(&mut ur, &mut dw, &s2, born).await;
+                    };
+                    tokio::join!(a, b);
+                });
+            }
+        });
+        Relay { port, cut, task }
+    }
+
+    pub fn cut(&self) {
+        let v = self.cut.load(std::sync::atomic::Ordering::SeqCst);
+        if v % 2 == 0 {
+            self.cut.store(v + 1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    pub fn heal(&self) {
+        let v = self.cut.load(std::sync::atomic::Ordering::SeqCst);
+        if v % 2 == 1 {
+            self.cut.store(v + 1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn relay(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
+    state: &std::sync::atomic::AtomicU64,
+    born: u64,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                if state.load(std::sync::atomic::Ordering::SeqCst) != born {
+                    // Dead connection: never pass the close on either.
+                    std::future::pending::<()>().await;
+                }
+                return;
+            }
+            Ok(n) => n,
+        };
+        if state.load(std::sync::atomic::Ordering::SeqCst) != born {
+            continue; // swallowed by the broken link
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
