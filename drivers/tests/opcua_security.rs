@@ -171,3 +171,38 @@ async fn endpoints_and_browse_show_what_a_config_needs() {
         .unwrap_err();
     assert!(err.contains("identifier"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_does_not_trust_lineside_is_told_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_untrusting(dir.path(), vec![Var::f64("Bore", 1.0)]).await;
+    std::fs::write(dir.path().join("pw"), PASSWORD).unwrap();
+    let dev = device(&format!(
+        "endpoint = \"{}\"\nsecurity_policy = \"Basic256Sha256\"\nsecurity_mode = \"SignAndEncrypt\"\n\
+         auto_trust = true\n\
+         [identity]\nkind = \"username\"\nuser = \"{USER}\"\npassword_file = \"pw\"\n\
+         [[tag]]\nname = \"bore\"\nnode = \"nsu={NS_URI};s=Bore\"\n",
+        server.endpoint()
+    ));
+    let (ctx, rx) = context(dir.path());
+    let stop = ctx.shutdown.clone();
+    let task = tokio::spawn(dev.run(ctx));
+    let seen = collect_until(&rx, Duration::from_secs(60), |r| !r.is_empty()).await;
+    let reason = seen[0].quality.reason().unwrap().to_string();
+    assert!(
+        reason.contains("does not trust lineside's certificate") && reason.contains("own"),
+        "{reason}"
+    );
+    // The server parked our certificate in its own rejected/ directory.
+    assert!(
+        std::fs::read_dir(server.pki_dir.join("rejected"))
+            .unwrap()
+            .count()
+            >= 1
+    );
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .unwrap()
+        .unwrap();
+}

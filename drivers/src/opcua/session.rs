@@ -8,7 +8,7 @@
 //! "unknown" after a server restart because namespace indexes or node ids changed) at the cost of not
 //! getting the values queued on the server during a short outage (every item re-sends its current value).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -131,6 +131,7 @@ fn explain(status: StatusCode, what: &str, s: &ClientSettings) -> String {
 /// Blocking (file I/O, RSA key generation on first use): call it from `spawn_blocking`.
 pub fn build_client(s: &ClientSettings) -> Result<Client, String> {
     pki::ensure_layout(&s.pki_dir)?;
+    ensure_own_certificate(s)?;
     let session_timeout_ms = u32::try_from(s.session_timeout.as_millis()).unwrap_or(u32::MAX);
     ClientBuilder::new()
         .application_name(s.application_name.clone())
@@ -151,6 +152,46 @@ pub fn build_client(s: &ClientSettings) -> Result<Client, String> {
         .session_name(format!("lineside {}", s.application_uri))
         .client()
         .map_err(|errors| format!("invalid OPC UA client settings: {}", errors.join("; ")))
+}
+
+/// How long the agent's own certificate is valid. The library's default is one year, after which every
+/// secured connection would fail on a gateway nobody touches; ten years matches the machines' lifetime.
+const OWN_CERT_DAYS: u32 = 3650;
+
+/// Creates the application instance certificate (own/cert.der, private/private.pem) on first use, with
+/// the application URI and this host's names and addresses. An existing one is never replaced: servers
+/// have it in their trust lists.
+fn ensure_own_certificate(s: &ClientSettings) -> Result<(), String> {
+    let store = opcua::crypto::CertificateStore::new(&s.pki_dir);
+    let (cert_path, key_path) = (store.own_certificate_path(), store.own_private_key_path());
+    if cert_path.exists() && key_path.exists() {
+        return Ok(());
+    }
+    let description = opcua::types::ApplicationDescription {
+        application_uri: s.application_uri.as_str().into(),
+        application_name: opcua::types::LocalizedText::new("", &s.application_name),
+        application_type: opcua::types::ApplicationType::Client,
+        product_uri: "urn:lineside".into(),
+        ..Default::default()
+    };
+    let mut data = opcua::crypto::X509Data::from((description, None));
+    data.certificate_duration_days = OWN_CERT_DAYS;
+    let (cert, _) = opcua::crypto::CertificateStore::create_certificate_and_key(
+        &data, false, &cert_path, &key_path,
+    )
+    .map_err(|e| {
+        format!(
+            "cannot create the client certificate in {}: {e}",
+            s.pki_dir.display()
+        )
+    })?;
+    tracing::info!(
+        path = %cert_path.display(),
+        thumbprint = %cert.thumbprint().as_hex_string().to_ascii_lowercase(),
+        application_uri = %s.application_uri,
+        "opcua: created the client certificate; servers with security on must trust it"
+    );
+    Ok(())
 }
 
 /// Builds the client off the async runtime.
@@ -364,10 +405,20 @@ pub async fn connect(client: &mut Client, s: &ClientSettings) -> Result<Connecte
     match activation {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(code))) => {
-            return Err(fail(
-                ConnectError::status(code, "session activation", s),
-                &pump,
-            ));
+            let mut e = ConnectError::status(code, "session activation", s);
+            if is_certificate_refusal(code)
+                && s.policy != Policy::None
+                && !server_cert_rejected(&endpoint, s)
+            {
+                // Our own validation passed (the server's certificate is not in rejected/): it is the
+                // server that refuses lineside's certificate.
+                e.message = format!(
+                    "session activation: {code}: the server does not trust lineside's certificate; add {} \
+                     to the server's trusted certificates (or accept it on the machine's HMI)",
+                    s.pki_dir.join("own").join("cert.der").display()
+                );
+            }
+            return Err(fail(e, &pump));
         }
         Ok(Err(_)) => {
             return Err(fail(
@@ -389,6 +440,29 @@ pub async fn connect(client: &mut Client, s: &ClientSettings) -> Result<Connecte
         .await
         .map_err(ConnectError::new)?;
     Ok(connected)
+}
+
+fn is_certificate_refusal(code: StatusCode) -> bool {
+    use opcua::types::SubStatusCode as S;
+    matches!(
+        code.sub_code(),
+        S::BadCertificateUntrusted | S::BadSecurityChecksFailed
+    )
+}
+
+/// True when the endpoint's server certificate sits in our rejected/ directory.
+fn server_cert_rejected(endpoint: &EndpointDescription, s: &ClientSettings) -> bool {
+    let Ok(cert) = opcua::crypto::X509::from_byte_string(&endpoint.server_certificate) else {
+        return false;
+    };
+    let thumbprint = cert.thumbprint().as_hex_string().to_ascii_lowercase();
+    pki::list(&s.pki_dir)
+        .map(|certs| {
+            certs
+                .iter()
+                .any(|c| c.state == pki::CertState::Rejected && c.thumbprint == thumbprint)
+        })
+        .unwrap_or(false)
 }
 
 /// Reads `Server.NamespaceArray` (index = position).
@@ -418,11 +492,6 @@ pub async fn read_namespaces(session: &Session, timeout: Duration) -> Result<Vec
             "the server's namespace array is not an array of strings: {other:?}"
         )),
     }
-}
-
-/// Resolves a path from the config against the agent's state dir.
-pub fn resolve(base: &Path, p: &Path) -> PathBuf {
-    base.join(p)
 }
 
 #[cfg(test)]

@@ -59,16 +59,27 @@ impl TestServer {
     /// Starts a server on a fresh port with its PKI under `dir`.
     pub async fn start(dir: &Path, vars: Vec<Var>) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::start_on(listener, dir.join("server-pki"), vars).await
+        Self::start_on(listener, dir.join("server-pki"), vars, true).await
+    }
+
+    /// A server that does not trust unknown client certificates (they land in its rejected/).
+    pub async fn start_untrusting(dir: &Path, vars: Vec<Var>) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, dir.join("server-pki"), vars, false).await
     }
 
     /// Starts a server on a given port (e.g. one a device has been trying to reach).
     pub async fn start_on_port(dir: &Path, port: u16, vars: Vec<Var>) -> TestServer {
         let listener = bind_again(port).await;
-        Self::start_on(listener, dir.join("server-pki"), vars).await
+        Self::start_on(listener, dir.join("server-pki"), vars, true).await
     }
 
-    async fn start_on(listener: TcpListener, pki_dir: PathBuf, vars: Vec<Var>) -> TestServer {
+    async fn start_on(
+        listener: TcpListener,
+        pki_dir: PathBuf,
+        vars: Vec<Var>,
+        trust_clients: bool,
+    ) -> TestServer {
         let port = listener.local_addr().unwrap().port();
         let url = format!("opc.tcp://127.0.0.1:{port}/");
         let (server, handle) = ServerBuilder::new()
@@ -80,7 +91,7 @@ impl TestServer {
             .host("127.0.0.1")
             .port(port)
             .discovery_urls(vec![url])
-            .trust_client_certs(true)
+            .trust_client_certs(trust_clients)
             .add_user_token(USER, ServerUserToken::user_pass(USER, PASSWORD))
             .add_endpoint(
                 "none",
@@ -181,7 +192,7 @@ impl TestServer {
     pub async fn restart(mut self) -> TestServer {
         self.stop().await;
         let listener = bind_again(self.port).await;
-        Self::start_on(listener, self.pki_dir.clone(), self.vars.clone()).await
+        Self::start_on(listener, self.pki_dir.clone(), self.vars.clone(), true).await
     }
 }
 
