@@ -225,7 +225,7 @@ mod tests {
             .iter()
             .find(|(o, _)| *o == ByteOrder::Cdab)
             .unwrap();
-        assert_eq!(cdab.1, Raw::Float(f64::from(12.56f32)));
+        assert_eq!(cdab.1, Raw::Float(12.56));
     }
 
     #[test]

@@ -219,7 +219,9 @@ impl fmt::Display for Raw {
         match self {
             Raw::Unsigned(v) => write!(f, "{v}"),
             Raw::Signed(v) => write!(f, "{v}"),
-            Raw::Float(v) => write!(f, "{v}"),
+            // Plain notation where it reads well, scientific otherwise (a misread float can be 1e38).
+            Raw::Float(v) if *v == 0.0 || (1e-4..1e12).contains(&v.abs()) => write!(f, "{v}"),
+            Raw::Float(v) => write!(f, "{v:e}"),
             Raw::Bool(v) => write!(f, "{v}"),
             Raw::Text(v) => write!(f, "{v:?}"),
         }
@@ -266,7 +268,7 @@ pub fn decode_registers(
         DataType::I16 => Raw::Signed(i64::from(swap16(first, order) as i16)),
         DataType::U32 => Raw::Unsigned(u64::from(be_u32(&ordered_bytes::<4>(words, order)))),
         DataType::I32 => Raw::Signed(i64::from(be_u32(&ordered_bytes::<4>(words, order)) as i32)),
-        DataType::F32 => Raw::Float(f64::from(f32::from_bits(be_u32(&ordered_bytes::<4>(
+        DataType::F32 => Raw::Float(f32_as_f64(f32::from_bits(be_u32(&ordered_bytes::<4>(
             words, order,
         ))))),
         DataType::U64 => Raw::Unsigned(u64::from_be_bytes(ordered_bytes::<8>(words, order))),
@@ -281,6 +283,12 @@ pub fn decode_registers(
 /// Decodes one coil or discrete input.
 pub fn decode_bit(bit: bool) -> Raw {
     Raw::Bool(bit)
+}
+
+/// An f32 widened through its shortest decimal form: 12.56f32 becomes 12.56, not 12.5600004196167, so a
+/// reading shows what the device's display shows. NaN and infinities pass through.
+fn f32_as_f64(v: f32) -> f64 {
+    v.to_string().parse::<f64>().unwrap_or(f64::from(v))
 }
 
 fn swap16(word: u16, order: ByteOrder) -> u16 {
@@ -457,8 +465,10 @@ mod tests {
         // 12.56f32 = 0x4148F5C3
         assert_eq!(
             decode_registers(&[0x4148, 0xF5C3], DataType::F32, ByteOrder::Abcd, 0).unwrap(),
-            Raw::Float(f64::from(12.56f32))
+            Raw::Float(12.56)
         );
+        assert_eq!(Raw::Float(-3.05e12).to_string(), "-3.05e12");
+        assert_eq!(Raw::Float(-1234.5).to_string(), "-1234.5");
         assert_eq!(
             decode_registers(&[0b1000_0000_0000_0100], DataType::Bit, ByteOrder::Abcd, 2).unwrap(),
             Raw::Bool(true)
