@@ -401,7 +401,7 @@ async fn batching_is_verified_by_the_server() {
     for (max_gap, expected_requests) in [(3u16, 4usize), (0, 5)] {
         let before = plant.requests();
         let config = format!(
-            "transport = 'tcp'\naddress = '{addr}'\npoll_interval = '1h'\nmax_gap = {max_gap}\n{tags}"
+            "transport = 'tcp'\naddress = '{addr}'\npoll_interval = '1h'\ntimeout = '5s'\nmax_gap = {max_gap}\n{tags}"
         );
         let dev = ModbusDevice::from_table("plc", toml::from_str(&config).unwrap()).unwrap();
         assert_eq!(
@@ -449,7 +449,7 @@ async fn an_exception_marks_only_its_block_bad() {
     let mut run = start(
         "plc",
         &format!(
-            "transport = 'tcp'\naddress = '{addr}'\npoll_interval = '50ms'\n\
+            "transport = 'tcp'\naddress = '{addr}'\npoll_interval = '50ms'\ntimeout = '5s'\n\
              [[tag]]\nname = 'a'\naddress = 0\n[[tag]]\nname = 'b'\naddress = 1\n\
              [[tag]]\nname = 'c'\naddress = 100\n[[tag]]\nname = 'd'\naddress = 101\n"
         ),
@@ -604,7 +604,7 @@ async fn a_dead_unit_on_a_shared_bus_does_not_stall_the_others() {
     let (listener, addr) = bind().await;
     let server = serve(plant.clone(), listener, true);
     let common = format!(
-        "transport = 'rtu-over-tcp'\naddress = '{addr}'\npoll_interval = '100ms'\ntimeout = '300ms'\n"
+        "transport = 'rtu-over-tcp'\naddress = '{addr}'\npoll_interval = '100ms'\ntimeout = '1s'\n"
     );
     let mut gauges = start(
         "gauges",
@@ -709,7 +709,7 @@ async fn rtu_on_a_pty_bus() {
     let mut gauges = start(
         "gauges",
         &format!(
-            "{line}poll_interval = '100ms'\ntimeout = '300ms'\n\
+            "{line}poll_interval = '100ms'\ntimeout = '1s'\n\
              [[tag]]\nname = 'd1'\nunit_id = 11\naddress = 0\ntype = 'f32'\norder = 'cdab'\neng_unit = 'mm'\n\
              [[tag]]\nname = 'dead'\nunit_id = 13\naddress = 0\n"
         ),

@@ -118,7 +118,11 @@ mod tests {
                 assert_eq!(table.remove("driver").unwrap().as_str(), Some("modbus"));
                 let dev = parse(name.as_str().unwrap(), table)
                     .unwrap_or_else(|e| panic!("{file}: {e:?}"));
-                assert!(dev.plan().unwrap().contains("read request"));
+                let plan = dev.plan().unwrap();
+                assert!(plan.contains("read request"), "{plan}");
+                if std::env::var_os("MODBUS_PRINT_PLANS").is_some() {
+                    println!("{plan}");
+                }
                 checked += 1;
             }
         }

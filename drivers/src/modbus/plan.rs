@@ -94,8 +94,19 @@ pub fn describe(spec: &DeviceSpec, blocks: &[Block]) -> String {
         humantime::format_duration(t.poll_interval),
         humantime::format_duration(t.timeout),
         spec.max_gap,
-        humantime::format_duration(t.inter_frame_delay),
+        short(t.inter_frame_delay),
     );
+    if spec.endpoint.is_bus() {
+        let _ = writeln!(
+            out,
+            "  RTU bus: one transaction at a time, shared with every device that names the same {}",
+            if matches!(spec.endpoint, super::config::Endpoint::Rtu(_)) {
+                "serial port"
+            } else {
+                "gateway address"
+            }
+        );
+    }
     for (n, b) in blocks.iter().enumerate() {
         let what = if b.area.is_register() {
             "registers"
@@ -126,6 +137,16 @@ pub fn describe(spec: &DeviceSpec, blocks: &[Block]) -> String {
         let _ = writeln!(out, ": {}", names.join(", "));
     }
     out
+}
+
+/// A duration to the microsecond ("2.005ms"), where humantime would print "2ms 5us 208ns".
+fn short(d: std::time::Duration) -> String {
+    if d.subsec_nanos() % 1_000_000 == 0 {
+        humantime::format_duration(d).to_string()
+    } else {
+        let ms = d.as_secs_f64() * 1e3;
+        format!("{ms:.3}ms")
+    }
 }
 
 /// Registers/bits of the block that some tag uses.
