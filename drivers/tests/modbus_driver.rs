@@ -807,3 +807,107 @@ async fn commissioning_read_once() {
     assert!(err.contains("timeout"), "{err}");
     server.abort();
 }
+
+/// A Modbus TCP peer that answers with malformed replies: a wrong transaction id, then the wrong number of
+/// registers, then correctly. Device bytes are never trusted: the bad replies become bad readings and a
+/// reconnect, never a panic or a wrong value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_replies_are_faults_not_values() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (listener, addr) = bind().await;
+    let server = tokio::spawn(async move {
+        let mut connection = 0u32;
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            connection += 1;
+            let n = connection;
+            tokio::spawn(async move {
+                let mut req = [0u8; 12];
+                while stream.read_exact(&mut req).await.is_ok() {
+                    let (tid, unit, qty) = (
+                        u16::from_be_bytes([req[0], req[1]]),
+                        req[6],
+                        u16::from_be_bytes([req[10], req[11]]),
+                    );
+                    let (tid, words) = match n {
+                        1 => (tid.wrapping_add(7), qty), // a reply to some other transaction
+                        2 => (tid, qty + 1),             // one register too many
+                        _ => (tid, qty),
+                    };
+                    let mut reply = Vec::new();
+                    reply.extend_from_slice(&tid.to_be_bytes());
+                    reply.extend_from_slice(&[0, 0]);
+                    reply.extend_from_slice(&(3 + 2 * words).to_be_bytes());
+                    reply.extend_from_slice(&[unit, 0x03, (2 * words) as u8]);
+                    for i in 0..words {
+                        reply.extend_from_slice(&(1000 + i).to_be_bytes());
+                    }
+                    if stream.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut run = start(
+        "odd-plc",
+        &format!(
+            "transport = 'tcp'\naddress = '{addr}'\npoll_interval = '50ms'\ntimeout = '2s'\n\
+             reconnect_min = '50ms'\nreconnect_max = '200ms'\n\
+             [[tag]]\nname = 'a'\naddress = 0\n[[tag]]\nname = 'b'\naddress = 1\n"
+        ),
+    );
+    let first = run.next_batch().await;
+    assert!(
+        reason(&first, "a").starts_with("protocol: reply header does not match"),
+        "{}",
+        reason(&first, "a")
+    );
+    let second = run.next_batch().await;
+    assert!(
+        reason(&second, "b").contains("answered 3 register(s) for a read of 2"),
+        "{}",
+        reason(&second, "b")
+    );
+    let good = run.until("good values", |b| is_good(b, "a")).await;
+    assert_eq!(value(&good, "a"), Some(Value::I64(1000)));
+    assert_eq!(value(&good, "b"), Some(Value::I64(1001)));
+    let m = run.metrics();
+    assert!(m.errors.load(Ordering::Relaxed) >= 2);
+    assert!(m.reconnects.load(Ordering::Relaxed) >= 2);
+    run.stop().await;
+    server.abort();
+}
+
+/// Shutdown does not wait for a pending request's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_prompt_while_a_request_is_pending() {
+    let plant = Plant::default().with_unit(1, Mem::default());
+    plant.set_silent(1, true);
+    let (listener, addr) = bind().await;
+    let server = serve(plant.clone(), listener, false);
+    let run = start(
+        "plc",
+        &format!(
+            "transport = 'tcp'\naddress = '{addr}'\ntimeout = '1h'\n[[tag]]\nname = 'a'\naddress = 0\n"
+        ),
+    );
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while plant.requests() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no request reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = std::time::Instant::now();
+    run.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    server.abort();
+}
