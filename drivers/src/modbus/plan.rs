@@ -141,7 +141,7 @@ pub fn describe(spec: &DeviceSpec, blocks: &[Block]) -> String {
 
 /// A duration to the microsecond ("2.005ms"), where humantime would print "2ms 5us 208ns".
 fn short(d: std::time::Duration) -> String {
-    if d.subsec_nanos() % 1_000_000 == 0 {
+    if d.subsec_nanos().is_multiple_of(1_000_000) {
         humantime::format_duration(d).to_string()
     } else {
         let ms = d.as_secs_f64() * 1e3;
