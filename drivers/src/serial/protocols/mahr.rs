@@ -4,8 +4,8 @@
 //!   closed by `=`. Features map to tags by `channel` (the feature number).
 
 use super::{
-    Fault, Measurement, Parsed, generic_error, normalize_channel, parse_number, shorten,
-    split_number_unit,
+    Fault, Measurement, Parsed, generic_error, normalize_channel, parse_number, plausible_unit,
+    shorten, split_number_unit,
 };
 use crate::serial::units::Unit;
 
@@ -56,7 +56,7 @@ pub fn parse(frame: &str) -> Parsed {
         let value = parse_number(number, Default::default())
             .map_err(|e| Fault::Malformed(format!("mahr: {e} in \"{}\"", shorten(part))))?;
         if let Some(u) = unit
-            && (u.chars().count() > 8 || u.contains(char::is_whitespace))
+            && !plausible_unit(u)
         {
             return Err(Fault::Malformed(format!(
                 "mahr: unexpected text after the value in \"{}\"",

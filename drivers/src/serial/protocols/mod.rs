@@ -272,6 +272,15 @@ pub fn split_number_unit(text: &str) -> (&str, Option<&str>) {
     (num, (!unit.is_empty()).then_some(unit))
 }
 
+/// Text after a number that can be a unit (`mm`, `in`, `"`, `µm`, `°`, `N/mm`), not more data or noise.
+pub fn plausible_unit(text: &str) -> bool {
+    let n = text.chars().count();
+    (1..=8).contains(&n)
+        && text
+            .chars()
+            .all(|c| c.is_alphabetic() || matches!(c, '"' | '\'' | '°' | 'µ' | '/' | '%'))
+}
+
 /// A frame that is obviously an error report (`ERR`, `Err 5`, `ERROR: ...`), as many instruments send.
 pub fn generic_error(frame: &str) -> Option<String> {
     let t = frame.trim();
@@ -337,6 +346,16 @@ mod tests {
         assert_eq!(split_number_unit("- 0.5"), ("- 0.5", None));
         assert_eq!(split_number_unit("0.5 µm"), ("0.5", Some("µm")));
         assert_eq!(split_number_unit("in"), ("", Some("in")));
+    }
+
+    #[test]
+    fn units_are_told_from_noise() {
+        for u in ["mm", "IN", "\"", "µm", "°", "N/mm", "%"] {
+            assert!(plausible_unit(u), "{u}");
+        }
+        for u in ["", "<", "1", "mm mm", ";2", "toolongunit"] {
+            assert!(!plausible_unit(u), "{u}");
+        }
     }
 
     #[test]

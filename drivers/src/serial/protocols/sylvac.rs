@@ -2,7 +2,7 @@
 //! tolerance mode with a mark `<` (below), `=` (within) or `>` (above); some models append the unit.
 //! Errors come as `ERRn`: 0 sensor, 1 bad command, 2 parity, 3 out of range.
 
-use super::{Fault, Measurement, Parsed, parse_number, shorten, split_number_unit};
+use super::{Fault, Measurement, Parsed, parse_number, plausible_unit, shorten, split_number_unit};
 use crate::serial::units::Unit;
 
 fn error_text(code: &str) -> &'static str {
@@ -58,7 +58,7 @@ pub fn parse(frame: &str) -> Parsed {
     let value = parse_number(number, Default::default())
         .map_err(|e| Fault::Malformed(format!("sylvac: {e} in \"{}\"", shorten(frame.trim()))))?;
     if let Some(u) = unit
-        && (u.len() > 8 || !u.chars().all(|c| c.is_alphabetic() || c == '"' || c == '°'))
+        && !plausible_unit(u)
     {
         return Err(Fault::Malformed(format!(
             "sylvac: unexpected text after the value in \"{}\"",
