@@ -744,3 +744,72 @@ async fn a_flooded_device_does_not_block_another() {
     sim.abort();
     drop((noisy._slave, quiet._slave));
 }
+
+// ---------------------------------------------------------------- commissioning
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_shows_what_every_parser_makes_of_each_frame() {
+    use lineside_drivers::serial::PortSettings;
+    use lineside_drivers::serial::commission::{Heard, ListenOptions, listen};
+
+    let Cable {
+        master,
+        _slave,
+        slave_path,
+    } = cable();
+    let sim = instrument(master, Terminator::CrOrLf, |n, request| {
+        assert_eq!(request, b"?");
+        match n {
+            1 => vec![b" 1.250", b"<\r"],
+            2 => vec![b"01A+0000.123\r"],
+            _ => vec![b"01A+00"], // never finished: shown as partial
+        }
+    });
+    let mut opts = ListenOptions::new(PortSettings::new(slave_path));
+    opts.request = Some(b"?\r".to_vec());
+    opts.interval = Duration::from_millis(300);
+    opts.idle = Duration::from_millis(100);
+    let stop = CancellationToken::new();
+    let mut heard = Vec::new();
+    let run = listen(opts, stop.clone(), |h| {
+        heard.push(h);
+        !heard.iter().any(|h| matches!(h, Heard::Partial(_)))
+    });
+    tokio::time::timeout(WAIT, run).await.unwrap().unwrap();
+
+    let frames: Vec<_> = heard
+        .iter()
+        .filter_map(|h| match h {
+            Heard::Frame {
+                raw,
+                interpretations,
+            } => Some((raw.clone(), interpretations.clone().unwrap())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(frames.len(), 2, "{heard:#?}");
+    assert_eq!(frames[0].0, b" 1.250<");
+    let ok: Vec<_> = frames[0]
+        .1
+        .iter()
+        .filter(|i| i.result.is_ok())
+        .map(|i| i.protocol)
+        .collect();
+    assert_eq!(ok, ["sylvac"], "only sylvac reads ` 1.250<`");
+    let ok: Vec<_> = frames[1]
+        .1
+        .iter()
+        .filter(|i| i.result.is_ok())
+        .map(|i| i.protocol)
+        .collect();
+    assert_eq!(ok, ["mitutoyo"]);
+    assert!(matches!(heard.first(), Some(Heard::Sent(r)) if r == b"?\r"));
+    assert!(matches!(heard.last(), Some(Heard::Partial(p)) if p == b"01A+00"));
+    let shown = heard
+        .iter()
+        .map(|h| h.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(shown.contains("sylvac       ok: 1.25 [below]"), "{shown}");
+    sim.abort();
+}

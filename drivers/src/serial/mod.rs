@@ -96,6 +96,17 @@ fn plan(cfg: &SerialConfig) -> String {
         p.describe(),
         cfg.protocol.name()
     );
+    for (line, level) in [("DTR", p.dtr), ("RTS", p.rts)] {
+        if let Some(l) = level {
+            let _ = write!(s, "{line} held {}, ", port::level_name(l));
+        }
+    }
+    if !p.exclusive {
+        s.push_str("shared (not locked), ");
+    }
+    if let protocols::Protocol::Line(l) = &cfg.protocol {
+        let _ = write!(s, "pattern {:?}, ", l.pattern());
+    }
     let timeout = humantime::format_duration(cfg.timeout);
     match &cfg.trigger {
         Trigger::Stream => {

@@ -244,6 +244,7 @@ fn example_configs_parse() {
             let dev = super::parse(name.as_str().unwrap(), table)
                 .unwrap_or_else(|issues| panic!("{file}: {issues:?}"));
             let plan = dev.plan().unwrap();
+            eprintln!("{file}:\n{plan}");
             assert!(plan.contains("port /dev/serial/by-id/"), "{file}: {plan}");
             assert!(!dev.tags().is_empty());
         }
