@@ -29,7 +29,7 @@ pub enum Command {
     },
     /// Open a port, print every frame the instrument sends, and what each protocol parser (mitutoyo,
     /// mitutoyo-id, sylvac, mahr, and `line` with --pattern) makes of it, to pick the protocol.
-    Listen(ListenArgs),
+    Listen(Box<ListenArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -88,7 +88,7 @@ pub struct ListenArgs {
 pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Ports { json } => ports(json),
-        Command::Listen(args) => listen(args).await,
+        Command::Listen(args) => listen(*args).await,
     }
 }
 
