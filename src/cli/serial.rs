@@ -182,7 +182,7 @@ async fn listen(a: ListenArgs) -> anyhow::Result<ExitCode> {
     }
 
     eprintln!(
-        "listening on {} at {} (Ctrl-C to stop)",
+        "opening {} at {}; listening until Ctrl-C",
         opts.port.path,
         opts.port.describe()
     );
