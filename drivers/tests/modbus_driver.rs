@@ -4,8 +4,9 @@
 #![cfg(feature = "modbus")]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::future::{Ready, ready};
+use std::future::{Future, ready};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,6 +47,9 @@ struct State {
     units: HashMap<u8, Mem>,
     /// Units that receive requests but never answer.
     silent: HashSet<u8>,
+    /// Units that answer after this delay (the server handles one request at a time per connection, as a
+    /// serial line does).
+    slow: HashMap<u8, Duration>,
     /// (unit, area, from, to exclusive): reads touching it get IllegalDataAddress.
     refuse: Vec<(u8, Area, u16, u16)>,
     requests: HashMap<u8, usize>,
@@ -93,29 +97,43 @@ impl tokio_modbus::server::Service for Plant {
     type Request = SlaveRequest<'static>;
     type Response = Option<Response>;
     type Exception = ExceptionCode;
-    type Future = Ready<Result<Option<Response>, ExceptionCode>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Option<Response>, ExceptionCode>> + Send>>;
 
     fn call(&self, req: SlaveRequest<'static>) -> Self::Future {
+        let slow = self.0.lock().unwrap().slow.get(&req.slave).copied();
+        let answer = self.answer(req);
+        match slow {
+            Some(delay) => Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                answer
+            }),
+            None => Box::pin(ready(answer)),
+        }
+    }
+}
+
+impl Plant {
+    fn answer(&self, req: SlaveRequest<'static>) -> Result<Option<Response>, ExceptionCode> {
         let mut s = self.0.lock().unwrap();
         *s.requests.entry(req.slave).or_default() += 1;
         if s.silent.contains(&req.slave) {
-            return ready(Ok(None));
+            return Ok(None);
         }
         let (area, addr, cnt) = match req.request {
             Request::ReadCoils(a, c) => (Area::Coil, a, c),
             Request::ReadDiscreteInputs(a, c) => (Area::DiscreteInput, a, c),
             Request::ReadHoldingRegisters(a, c) => (Area::HoldingRegister, a, c),
             Request::ReadInputRegisters(a, c) => (Area::InputRegister, a, c),
-            _ => return ready(Err(ExceptionCode::IllegalFunction)),
+            _ => return Err(ExceptionCode::IllegalFunction),
         };
         let (from, to) = (u32::from(addr), u32::from(addr) + u32::from(cnt));
         if s.refuse.iter().any(|(u, ar, a, b)| {
             *u == req.slave && *ar == area && from < u32::from(*b) && to > u32::from(*a)
         }) {
-            return ready(Err(ExceptionCode::IllegalDataAddress));
+            return Err(ExceptionCode::IllegalDataAddress);
         }
         let Some(mem) = s.units.get(&req.slave) else {
-            return ready(Ok(None)); // no such unit on the line: silence, as on a real bus
+            return Ok(None); // no such unit on the line: silence, as on a real bus
         };
         let words = |m: &BTreeMap<u16, u16>| -> Vec<u16> {
             (from..to)
@@ -133,7 +151,7 @@ impl tokio_modbus::server::Service for Plant {
             Area::Coil => Response::ReadCoils(bits(&mem.coils)),
             Area::DiscreteInput => Response::ReadDiscreteInputs(bits(&mem.discrete)),
         };
-        ready(Ok(Some(response)))
+        Ok(Some(response))
     }
 }
 
@@ -909,5 +927,126 @@ async fn shutdown_is_prompt_while_a_request_is_pending() {
         "stop took {:?}",
         started.elapsed()
     );
+    server.abort();
+}
+
+/// CRC-16/MODBUS, appended low byte first.
+fn crc16(data: &[u8]) -> u16 {
+    let mut crc = 0xFFFFu16;
+    for b in data {
+        crc ^= u16::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xA001
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
+/// An RTU line behind a TCP gateway where every unit is its own device: each request is answered by its
+/// unit after that unit's delay, independently of the others (unlike tokio-modbus's server, which answers
+/// one request at a time). Handles the 8-byte read-registers requests the test sends.
+fn serve_rtu_line(plant: Plant, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            plant.0.lock().unwrap().connections += 1;
+            let (mut rd, wr) = stream.into_split();
+            let wr = Arc::new(tokio::sync::Mutex::new(wr));
+            let plant = plant.clone();
+            tokio::spawn(async move {
+                let mut frame = [0u8; 8];
+                while rd.read_exact(&mut frame).await.is_ok() {
+                    if crc16(&frame[..6]) != u16::from_le_bytes([frame[6], frame[7]]) {
+                        continue;
+                    }
+                    let unit = frame[0];
+                    let (addr, qty) = (
+                        u16::from_be_bytes([frame[2], frame[3]]),
+                        u16::from_be_bytes([frame[4], frame[5]]),
+                    );
+                    let request = match frame[1] {
+                        3 => Request::ReadHoldingRegisters(addr, qty),
+                        _ => continue,
+                    };
+                    let delay = plant.0.lock().unwrap().slow.get(&unit).copied();
+                    let answer = plant.answer(SlaveRequest {
+                        slave: unit,
+                        request,
+                    });
+                    let wr = wr.clone();
+                    tokio::spawn(async move {
+                        if let Some(d) = delay {
+                            tokio::time::sleep(d).await;
+                        }
+                        let mut out = vec![unit];
+                        match answer {
+                            Ok(Some(Response::ReadHoldingRegisters(words))) => {
+                                out.extend_from_slice(&[3, (2 * words.len()) as u8]);
+                                for w in words {
+                                    out.extend_from_slice(&w.to_be_bytes());
+                                }
+                            }
+                            Err(code) => out.extend_from_slice(&[0x83, u8::from(code)]),
+                            _ => return,
+                        }
+                        let crc = crc16(&out);
+                        out.extend_from_slice(&crc.to_le_bytes());
+                        let _ = wr.lock().await.write_all(&out).await;
+                    });
+                }
+            });
+        }
+    })
+}
+
+/// A unit that answers later than its timeout, on an RTU bus: its late replies arrive while the next
+/// transactions are under way. They are recognised (wrong unit) and discarded, and the interrupted request
+/// asked again, so the other unit never sees a bad reading and the line is never reopened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reply_on_a_bus_does_not_spoil_the_next_transaction() {
+    let unit = |v: u16| {
+        let mut m = Mem::default();
+        m.put(Area::HoldingRegister, 0, &[v]);
+        m
+    };
+    let plant = Plant::default()
+        .with_unit(1, unit(11))
+        .with_unit(2, unit(22));
+    {
+        let mut s = plant.0.lock().unwrap();
+        s.slow.insert(1, Duration::from_millis(200));
+        // Unit 2 answers just after its 1 s timeout, i.e. during unit 1's next transaction.
+        s.slow.insert(2, Duration::from_millis(1100));
+    }
+    let (listener, addr) = bind().await;
+    let server = serve_rtu_line(plant.clone(), listener);
+    let mut run = start(
+        "gauges",
+        &format!(
+            "transport = 'rtu-over-tcp'\naddress = '{addr}'\npoll_interval = '50ms'\ntimeout = '1s'\n\
+             [[tag]]\nname = 'fast'\nunit_id = 1\naddress = 0\n\
+             [[tag]]\nname = 'slow'\nunit_id = 2\naddress = 0\n"
+        ),
+    );
+    let mut late = 0;
+    while late < 4 {
+        let b = run.until("a poll", |b| find(b, "fast").is_some()).await;
+        assert!(
+            is_good(&b, "fast"),
+            "unit 1 must not suffer from unit 2's late replies: {:?}",
+            find(&b, "fast")
+        );
+        assert_eq!(value(&b, "fast"), Some(Value::I64(11)));
+        if !is_good(&b, "slow") {
+            late += 1;
+        }
+    }
+    assert_eq!(plant.connections(), 1, "the bus link is kept");
+    assert_eq!(run.metrics().reconnects.load(Ordering::Relaxed), 0);
+    run.stop().await;
     server.abort();
 }

@@ -255,7 +255,9 @@ pub fn decode_registers(
             words.len()
         )));
     }
-    let first = words[0];
+    let Some(&first) = words.first() else {
+        return Err(DecodeError(format!("{ty} needs at least one register")));
+    };
     Ok(match ty {
         DataType::Bool => Raw::Bool(first != 0),
         DataType::Bit => {
@@ -323,7 +325,7 @@ fn decode_text(words: &[u16], order: ByteOrder) -> String {
         .flat_map(|w| swap16(*w, order).to_be_bytes())
         .collect();
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end])
+    String::from_utf8_lossy(bytes.get(..end).unwrap_or(&bytes))
         .trim_end()
         .to_string()
 }

@@ -12,7 +12,10 @@
 //!   says nothing about the line. A timeout therefore keeps the link, and stale bytes (a late reply) are
 //!   discarded before the next request is written ([`DiscardStale`]). Only I/O and framing errors reopen
 //!   the link at once, and so do three timeouts in a row with no answer from any unit in between (a dead
-//!   gateway connection or an unplugged adapter looks like that).
+//!   gateway connection or an unplugged adapter looks like that). A reply from another unit (the late
+//!   answer of a unit that timed out, arriving after the next request went out) is discarded and the
+//!   request asked again within its own timeout, so a slow unit does not spoil the next unit's
+//!   transaction.
 //! - A Modbus exception is an answer: the link stays up.
 
 use std::io;
@@ -109,6 +112,9 @@ impl std::fmt::Display for ReadRequest {
         )
     }
 }
+
+/// Attempts of one RTU transaction when replies of other units (late answers) get in the way.
+const MAX_ATTEMPTS_AFTER_LATE_REPLIES: u32 = 4;
 
 /// Consecutive timeouts (with no answer in between) after which an RTU link is reopened.
 const BUS_TIMEOUTS_BEFORE_REOPEN: u32 = 3;
@@ -212,8 +218,34 @@ impl Link {
             Area::HoldingRegister => Request::ReadHoldingRegisters(req.start, req.count),
             Area::InputRegister => Request::ReadInputRegisters(req.start, req.count),
         };
-        let reply = tokio::time::timeout(timeout, ctx.call(request)).await;
-        self.last_frame_end = Some(Instant::now());
+        // The whole transaction, retries included, gets the unit's timeout: a unit costs at most that.
+        let deadline = Instant::now() + timeout;
+        let mut attempts = 0u32;
+        let reply = loop {
+            attempts += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let reply = tokio::time::timeout(left, ctx.call(request.clone())).await;
+            self.last_frame_end = Some(Instant::now());
+            // On an RTU bus, a reply from another unit is the late answer to an earlier request that timed
+            // out. The line is fine, but this request's own answer may have been thrown away behind it: ask
+            // again while the unit's time lasts (each late reply is consumed by one attempt).
+            let late_reply = matches!(
+                &reply,
+                Ok(Err(tokio_modbus::Error::Protocol(
+                    tokio_modbus::ProtocolError::HeaderMismatch { .. }
+                )))
+            );
+            if late_reply
+                && self.endpoint.is_bus()
+                && attempts < MAX_ATTEMPTS_AFTER_LATE_REPLIES
+                && Instant::now() + inter_frame_delay < deadline
+            {
+                tracing::debug!(%req, "modbus: late reply of another unit discarded; asking again");
+                tokio::time::sleep(inter_frame_delay).await;
+                continue;
+            }
+            break reply;
+        };
         let result = match reply {
             Ok(Ok(Ok(response))) => match check_reply(req, response) {
                 Ok(data) => {
