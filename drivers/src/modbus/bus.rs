@@ -53,7 +53,7 @@ impl BusHandle {
         };
         let gone = || TxOutcome {
             result: Err(TxError::NotConnected("the bus task has stopped".into())),
-            sent: false,
+            requests: 0,
             reconnected: false,
         };
         if self.tx.send(job).await.is_err() {

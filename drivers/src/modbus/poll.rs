@@ -50,7 +50,7 @@ impl Channel {
             Channel::Bus(bus) => bus.read(req, timeout, ifd).await,
             Channel::Refused(e) => TxOutcome {
                 result: Err(TxError::NotConnected(e.clone())),
-                sent: false,
+                requests: 0,
                 reconnected: false,
             },
         }
@@ -207,9 +207,9 @@ async fn poll_once(
 
 /// Updates the device's counters from one transaction.
 fn account(metrics: &DeviceMetrics, o: &TxOutcome, req: ReadRequest, out: &mut CycleOutcome) {
-    if o.sent {
-        metrics.requests.fetch_add(1, Ordering::Relaxed);
-    }
+    metrics
+        .requests
+        .fetch_add(u64::from(o.requests), Ordering::Relaxed);
     if o.reconnected {
         metrics.reconnects.fetch_add(1, Ordering::Relaxed);
     }

@@ -85,8 +85,9 @@ pub fn exception_name(code: ExceptionCode) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TxOutcome {
     pub result: Result<ReadData, TxError>,
-    /// A request went out on the wire.
-    pub sent: bool,
+    /// Requests that went out on the wire (0 when the link was down; more than 1 when late replies of other
+    /// units made the driver ask again).
+    pub requests: u32,
     /// The link was re-established (not the first connect) for this transaction.
     pub reconnected: bool,
 }
@@ -177,7 +178,7 @@ impl Link {
                         "{why} (next attempt in {})",
                         humantime::format_duration(round_ms(wait))
                     ))),
-                    sent: false,
+                    requests: 0,
                     reconnected: false,
                 };
             }
@@ -207,7 +208,7 @@ impl Link {
             // Unreachable: connected just above. Reported rather than panicking.
             return TxOutcome {
                 result: Err(TxError::NotConnected("link down".into())),
-                sent: false,
+                requests: 0,
                 reconnected,
             };
         };
@@ -279,7 +280,7 @@ impl Link {
         };
         TxOutcome {
             result,
-            sent: true,
+            requests: attempts,
             reconnected,
         }
     }
@@ -301,7 +302,7 @@ impl Link {
         self.last_connect_error = Some(message.clone());
         TxOutcome {
             result: Err(TxError::Connect(message)),
-            sent: false,
+            requests: 0,
             reconnected: false,
         }
     }
