@@ -8,4 +8,5 @@ pub mod config;
 pub mod forward;
 pub mod logging;
 pub mod metrics;
+pub mod spc;
 pub mod store;

@@ -20,14 +20,20 @@ use crate::store::Store;
 /// How long devices get to stop, and the forwarder to hand over its last acknowledgements, at shutdown.
 const DEVICE_STOP: Duration = Duration::from_secs(1);
 const FORWARDER_STOP: Duration = Duration::from_millis(2500);
+/// How long SPC gets to process the last readings and persist its state at shutdown.
+const SPC_STOP: Duration = Duration::from_secs(10);
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Runs until `shutdown` is cancelled, then stops in order: devices, store flush, forwarder, store.
+/// Runs until `shutdown` is cancelled, then stops in order: devices, store flush, SPC, forwarder, store.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let started = Utc::now();
     // Devices are Send but not Sync: take them out so no borrow of them lives across an await.
-    let Config { devices, .. } = config;
+    let Config {
+        devices,
+        characteristics,
+        ..
+    } = config;
     let config = Settings {
         agent: config.agent,
         store: config.store,
@@ -43,8 +49,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             config.agent.state_dir.display()
         )
     })?;
-    let store =
-        Store::open(&config.store, config.agent.ingest_queue).context("opening the store")?;
+    // Shared with the SPC task, which stores its alarm events; closed once that task has ended.
+    let store = Arc::new(
+        Store::open(&config.store, config.agent.ingest_queue).context("opening the store")?,
+    );
     tracing::info!(path = %store.path().display(), last_seq = store.watch_committed().borrow().readings, "store open");
 
     let devices_stop = CancellationToken::new();
@@ -89,8 +97,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             })
         })
     };
-    let (commands_tx, mut commands_rx) = mpsc::unbounded_channel();
-    let (_side_tx, side_rx) = mpsc::channel(1024);
+    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+    let (side_tx, side_rx) = mpsc::channel(1024);
     let topics = Topics::new(&config.mqtt.topic_prefix, &config.agent.id);
     let forwarder = Forwarder {
         cfg: config.mqtt.clone(),
@@ -136,11 +144,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             aux_stop.clone(),
         ));
     }
-    tokio::spawn(async move {
-        while let Some(cmd) = commands_rx.recv().await {
-            tracing::warn!(command = %cmd.body, "unknown command ignored");
-        }
-    });
+    // SPC answers every command the forwarder does not handle itself.
+    let spc = crate::spc::Spc::new(
+        characteristics,
+        store.clone(),
+        side_tx,
+        commands_rx,
+        crate::spc::SpcTopics::new(&config.mqtt.topic_prefix, &config.agent.id),
+        &config.agent.state_dir,
+    );
+    let spc_stop = CancellationToken::new();
+    let spc_task = tokio::spawn(spc.run(spc_stop.clone()));
     systemd::notify_ready();
     tracing::info!(agent = %config.agent.id, version = VERSION, "lineside running");
 
@@ -156,6 +170,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     if let Err(e) = store.flush().await {
         tracing::error!(error = %e, "final flush failed");
     }
+    // SPC takes the last readings, stores its alarms and hands its messages to the forwarder first.
+    spc_stop.cancel();
+    match tokio::time::timeout(SPC_STOP, spc_task).await {
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "SPC failed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "SPC task panicked"),
+        Err(_) => tracing::warn!("SPC did not stop in time"),
+        _ => {}
+    }
     forwarder_stop.cancel();
     match tokio::time::timeout(FORWARDER_STOP, forwarder_task).await {
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "forwarder failed"),
@@ -163,9 +185,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         _ => {}
     }
     aux_stop.cancel();
-    tokio::task::spawn_blocking(move || store.close())
-        .await
-        .context("closing the store")?;
+    match Arc::try_unwrap(store) {
+        Ok(store) => tokio::task::spawn_blocking(move || store.close())
+            .await
+            .context("closing the store")?,
+        // A task that did not stop in time still holds it; the last holder closes it on drop.
+        Err(_) => tracing::warn!("the store is still in use; it closes when its last user ends"),
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -22,8 +22,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub mqtt: MqttConfig,
     pub devices: Vec<Box<dyn Device>>,
-    /// `[[characteristic]]` tables, kept raw until the SPC engine takes them.
-    pub characteristics: Vec<toml::Table>,
+    /// `[[characteristic]]`s, validated against the devices' tags.
+    pub characteristics: Vec<CharacteristicConfig>,
 }
 
 impl fmt::Debug for Config {
@@ -225,6 +225,75 @@ fn default_backoff_max() -> Duration {
 }
 fn default_status_interval() -> Duration {
     Duration::from_secs(30)
+}
+
+/// A reading of one device, written "device/tag" in the config.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TagRef {
+    pub device: String,
+    pub tag: String,
+}
+
+impl TagRef {
+    /// Splits "device/tag" at the first `/` (device names cannot contain one; tag names may).
+    pub fn parse(s: &str) -> Option<TagRef> {
+        match s.split_once('/') {
+            Some((d, t)) if !d.is_empty() && !t.is_empty() => Some(TagRef {
+                device: d.to_string(),
+                tag: t.to_string(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for TagRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.device, self.tag)
+    }
+}
+
+/// One `[[characteristic]]`: the SPC engine's spec plus what the agent needs to feed and publish it.
+#[derive(Debug, Clone)]
+pub struct CharacteristicConfig {
+    /// The engine's spec. `spec.context` holds the context key names, in the order of `context_sources`.
+    pub spec: lineside_spc::CharacteristicSpec,
+    /// The charted reading (`spec.source`).
+    pub source: TagRef,
+    /// Where each context key's value is read from, in the order of `spec.context`.
+    pub context_sources: Vec<TagRef>,
+    /// The reading that gives each sample's size (`spec.sample_size_source`, p and u charts).
+    pub sample_size_source: Option<TagRef>,
+    /// The source tag's unit, if the device declares one (copied into points and alarms).
+    pub unit: Option<String>,
+    /// How often Cp/Cpk/Pp/Ppk/Cpm are published.
+    pub capability_interval: Duration,
+    /// Publish every plotted point on `<prefix>/<agent>/spc/<name>/points`.
+    pub publish_points: bool,
+}
+
+/// The agent's own keys of a `[[characteristic]]` table; the rest belongs to the SPC engine's spec.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CharacteristicAgentKeys {
+    /// Context key → "device/tag" it is read from, e.g. `context = { part = "gauge/part_number" }`.
+    #[serde(default)]
+    pub context: std::collections::BTreeMap<String, String>,
+    #[serde(default = "default_capability_interval", deserialize_with = "duration")]
+    pub capability_interval: Duration,
+    #[serde(default = "default_true")]
+    pub publish_points: bool,
+}
+
+impl CharacteristicAgentKeys {
+    pub(crate) const KEYS: &[&str] = &["context", "capability_interval", "publish_points"];
+}
+
+fn default_capability_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_true() -> bool {
+    true
 }
 
 /// The parts of a broker URL the client needs.
