@@ -150,9 +150,19 @@ pub fn build_client(s: &ClientSettings) -> Result<Client, String> {
         .publish_timeout(s.request_timeout.max(Duration::from_secs(10)) * 3)
         .session_timeout(session_timeout_ms)
         .session_name(format!("lineside {}", s.application_uri))
+        // The library's decoding defaults (1,000 array elements, 320 KiB messages) break on one publish
+        // response for 1,000 items or a browse of a big folder; these match what servers allow.
+        .max_array_length(MAX_ARRAY_LENGTH)
+        .max_message_size(16 * 1024 * 1024)
+        .max_chunk_count(512)
+        .max_string_length(1024 * 1024)
+        .max_byte_string_length(1024 * 1024)
         .client()
         .map_err(|errors| format!("invalid OPC UA client settings: {}", errors.join("; ")))
 }
+
+/// Largest array the client decodes (notifications per publish response, results per read, array values).
+pub const MAX_ARRAY_LENGTH: usize = 100_000;
 
 /// How long the agent's own certificate is valid. The library's default is one year, after which every
 /// secured connection would fail on a gateway nobody touches; ten years matches the machines' lifetime.

@@ -25,6 +25,9 @@ use crate::reading::Reading;
 /// dropped and counted rather than growing memory without bound.
 const CHANNEL_CAPACITY: usize = 2048;
 
+/// Notifications per publish response, well under the client's decoding limit.
+const MAX_NOTIFICATIONS_PER_PUBLISH: u32 = (super::session::MAX_ARRAY_LENGTH / 4) as u32;
+
 /// What the callback forwards.
 pub(crate) enum Notification {
     /// (client handle, value) pairs from one publish response.
@@ -131,7 +134,8 @@ pub(crate) async fn serve(rt: &Runtime, conn: &mut Connected) -> End {
             rt.cfg.publishing_interval,
             lifetime,
             keep_alive,
-            0,
+            // A bounded response size: a backlog after a stall is sent in several responses.
+            MAX_NOTIFICATIONS_PER_PUBLISH,
             0,
             true,
             Forwarder {
