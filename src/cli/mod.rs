@@ -3,6 +3,12 @@
 mod check;
 #[cfg(feature = "embedded-broker")]
 mod demo;
+#[cfg(feature = "modbus")]
+mod modbus;
+#[cfg(feature = "opcua")]
+mod opcua;
+#[cfg(feature = "serial")]
+mod serial;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +50,18 @@ pub enum Command {
         #[arg(long)]
         duration: Option<String>,
     },
+    /// Modbus commissioning: read registers once and decode them every way.
+    #[cfg(feature = "modbus")]
+    #[command(subcommand)]
+    Modbus(modbus::Command),
+    /// OPC UA commissioning: endpoints, browse, trust a server certificate.
+    #[cfg(feature = "opcua")]
+    #[command(subcommand)]
+    Opcua(opcua::Command),
+    /// Serial commissioning: list ports, listen to an instrument.
+    #[cfg(feature = "serial")]
+    #[command(subcommand)]
+    Serial(serial::Command),
 }
 
 pub fn main() -> ExitCode {
@@ -73,6 +91,38 @@ pub fn main() -> ExitCode {
             eprintln!(
                 "this build has no embedded broker (cargo feature `embedded-broker`); use `lineside run`"
             );
+            ExitCode::FAILURE
+        }
+        #[cfg(feature = "modbus")]
+        Command::Modbus(cmd) => tool(cli.log_json, modbus::run(cmd)),
+        #[cfg(feature = "opcua")]
+        Command::Opcua(cmd) => tool(cli.log_json, opcua::run(cmd)),
+        #[cfg(feature = "serial")]
+        Command::Serial(cmd) => tool(cli.log_json, serial::run(cmd)),
+    }
+}
+
+/// Runs a commissioning command on its own runtime; errors are printed, not panicked.
+#[allow(dead_code)] // unused when no protocol feature is enabled
+fn tool(
+    log_json: bool,
+    fut: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> ExitCode {
+    crate::logging::init("warn", log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
