@@ -275,8 +275,7 @@ async fn browse_children(
         .map_err(|e| format!("Browse {}: {}", format_node_id(parent), e.status()))?;
     let mut refs = Vec::new();
     let mut guard = 0;
-    loop {
-        let Some(result) = results.pop() else { break };
+    while let Some(result) = results.pop() {
         if result.status_code.is_bad() {
             return Err(format!(
                 "Browse {}: {}",

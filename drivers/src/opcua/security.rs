@@ -229,7 +229,7 @@ impl Identity {
             Identity::Certificate {
                 certificate,
                 private_key,
-            } => IdentityToken::new_x509_path(&base.join(certificate), &base.join(private_key))
+            } => IdentityToken::new_x509_path(base.join(certificate), base.join(private_key))
                 .map_err(|e| {
                     format!(
                         "identity: cannot load user certificate {} / key {}: {}",

@@ -311,7 +311,7 @@ impl Relay {
 
     pub fn cut(&self) {
         let v = self.cut.load(std::sync::atomic::Ordering::SeqCst);
-        if v % 2 == 0 {
+        if v.is_multiple_of(2) {
             self.cut.store(v + 1, std::sync::atomic::Ordering::SeqCst);
         }
     }
