@@ -55,6 +55,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     );
     tracing::info!(path = %store.path().display(), last_seq = store.watch_committed().borrow().readings, "store open");
 
+    // SPC is created before the devices start: what the store holds now is history to it. It answers
+    // every command the forwarder does not handle itself, and publishes through the forwarder.
+    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+    let (side_tx, side_rx) = mpsc::channel(1024);
+    let spc = crate::spc::Spc::new(
+        characteristics,
+        store.clone(),
+        side_tx,
+        commands_rx,
+        crate::spc::SpcTopics::new(&config.mqtt.topic_prefix, &config.agent.id),
+        &config.agent.state_dir,
+    );
+
     let devices_stop = CancellationToken::new();
     let mut device_metrics = Vec::new();
     let mut device_tasks = Vec::new();
@@ -97,8 +110,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             })
         })
     };
-    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
-    let (side_tx, side_rx) = mpsc::channel(1024);
     let topics = Topics::new(&config.mqtt.topic_prefix, &config.agent.id);
     let forwarder = Forwarder {
         cfg: config.mqtt.clone(),
@@ -140,19 +151,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     {
         let committed = store.watch_committed();
         tokio::spawn(systemd::watchdog(
-            move || !committed.has_changed().is_err(),
+            move || committed.has_changed().is_ok(),
             aux_stop.clone(),
         ));
     }
-    // SPC answers every command the forwarder does not handle itself.
-    let spc = crate::spc::Spc::new(
-        characteristics,
-        store.clone(),
-        side_tx,
-        commands_rx,
-        crate::spc::SpcTopics::new(&config.mqtt.topic_prefix, &config.agent.id),
-        &config.agent.state_dir,
-    );
     let spc_stop = CancellationToken::new();
     let spc_task = tokio::spawn(spc.run(spc_stop.clone()));
     systemd::notify_ready();

@@ -29,7 +29,7 @@ use super::messages;
 use super::persist::{self, CharState, State};
 use crate::config::CharacteristicConfig;
 use crate::forward::{Command, SidePublish, rfc3339};
-use crate::store::{CommittedBatch, Store, StoreReader};
+use crate::store::{Committed, CommittedBatch, Store, StoreReader};
 
 /// Readings read back from the store per query.
 const CHUNK: usize = 5000;
@@ -47,10 +47,14 @@ pub struct Spc {
     commands: mpsc::UnboundedReceiver<Command>,
     topics: SpcTopics,
     state_path: PathBuf,
+    /// What the store held when SPC was created: without a usable state, that is history, replayed
+    /// silently; everything after it is new and alarms.
+    start_head: Committed,
 }
 
 impl Spc {
-    /// Subscribes to committed batches at once, so nothing committed from now on is missed.
+    /// Subscribes to committed batches at once, so nothing committed from now on is missed. Create it
+    /// before the devices start.
     pub fn new(
         characteristics: Vec<CharacteristicConfig>,
         store: Arc<Store>,
@@ -62,6 +66,7 @@ impl Spc {
         Spc {
             chars: characteristics,
             batches: store.subscribe(),
+            start_head: *store.watch_committed().borrow(),
             store,
             side,
             commands,
@@ -347,7 +352,7 @@ struct Runtime {
 
 impl Runtime {
     async fn start(spc: &Spc, reader: StoreReader) -> Result<Runtime> {
-        let committed = *spc.store.watch_committed().borrow();
+        let committed = spc.start_head;
         let mut state = match persist::load(&spc.state_path) {
             Ok(s) => s,
             Err(e) => {
@@ -1008,3 +1013,6 @@ fn limits_still_apply(old: &CharacteristicSpec, new: &CharacteristicSpec) -> boo
         && old.sample_size == new.sample_size
         && old.sample_size_source == new.sample_size_source
 }
+
+#[cfg(test)]
+mod tests;

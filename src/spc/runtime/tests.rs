@@ -1,0 +1,419 @@
+//! The SPC task against a real store (no broker): ordering, gaps, restarts, commands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use lineside_drivers::{Quality, Reading, Value};
+use serde_json::{Value as Json, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::config::{Config, StoreConfig};
+use crate::forward::{Command, SidePublish};
+use crate::spc::SpcTopics;
+
+const DEVICE: &str = r#"
+[[device]]
+name = "g"
+driver = "sim"
+interval = "1s"
+[[device.tag]]
+name = "od"
+[[device.tag]]
+name = "part"
+kind = "cycle"
+values = ["a"]
+"#;
+
+fn config(dir: &std::path::Path, characteristic: &str) -> Config {
+    let text = format!(
+        "[agent]\nid = \"t\"\nstate_dir = {:?}\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n{DEVICE}{characteristic}",
+        dir.display().to_string()
+    );
+    crate::config::load_str(&dir.join("t.toml"), &text).unwrap()
+}
+
+fn open_store(dir: &std::path::Path) -> Arc<Store> {
+    let cfg = StoreConfig {
+        path: dir.join("t.db"),
+        flush_interval: Duration::from_millis(5),
+        ..StoreConfig::default()
+    };
+    Arc::new(Store::open(&cfg, 64).unwrap())
+}
+
+fn reading(tag: &str, value: Value) -> Reading {
+    Reading {
+        device: Arc::from("g"),
+        tag: Arc::from(tag),
+        ts: Utc::now(),
+        value: Some(value),
+        quality: Quality::Good,
+        unit: None,
+    }
+}
+
+/// Commits one batch (one store transaction).
+async fn commit(store: &Store, batch: Vec<Reading>) {
+    store.sink().send(batch).await.unwrap();
+    store.flush().await.unwrap();
+}
+
+struct Harness {
+    side: mpsc::Receiver<SidePublish>,
+    commands: mpsc::UnboundedSender<Command>,
+    spc: Spc,
+}
+
+fn harness(cfg: Config, store: &Arc<Store>, dir: &std::path::Path) -> Harness {
+    let (side_tx, side) = mpsc::channel(100_000);
+    let (commands, commands_rx) = mpsc::unbounded_channel();
+    let spc = Spc::new(
+        cfg.characteristics,
+        store.clone(),
+        side_tx,
+        commands_rx,
+        SpcTopics::new("ls", "t"),
+        dir,
+    );
+    Harness {
+        side,
+        commands,
+        spc,
+    }
+}
+
+/// Everything published on `topic` so far.
+fn drain(side: &mut mpsc::Receiver<SidePublish>, topic: &str) -> Vec<Json> {
+    let mut out = Vec::new();
+    while let Ok(m) = side.try_recv() {
+        if m.topic == topic {
+            out.push(serde_json::from_slice(&m.payload).unwrap_or(Json::Null));
+        }
+    }
+    out
+}
+
+fn events(store: &Store, kind: &str) -> Vec<Json> {
+    store
+        .reader()
+        .unwrap()
+        .events_of_kind(kind)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| e.body)
+        .collect()
+}
+
+const IMR: &str = r#"
+[[characteristic]]
+name = "od"
+source = "g/od"
+chart = "i-mr"
+limits = { centre = 10.0, sigma = 1.0 }
+context = { part = "g/part" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_and_overlapping_batches_process_every_reading_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let mut h = harness(config(dir.path(), IMR), &store, dir.path());
+    for b in 0..10 {
+        let batch = (0..5)
+            .map(|i| {
+                if i == 2 {
+                    reading("part", Value::Str(Arc::from(format!("P{b}").as_str())))
+                } else {
+                    reading("od", Value::F64(10.0 + f64::from(i)))
+                }
+            })
+            .collect();
+        commit(&store, batch).await;
+    }
+    let reader = store.reader().unwrap();
+    let mut rt = Runtime::start(&h.spc, reader).await.unwrap();
+    rt.finish_replay();
+    let mut batches = Vec::new();
+    while let Ok(b) = h.spc.batches.try_recv() {
+        batches.push(b);
+    }
+    assert_eq!(batches.len(), 10);
+    // Batch 1, then a gap (2-5 lost as in a lagged broadcast), then an old one again, then the rest.
+    rt.on_batch(&batches[0]).await.unwrap();
+    rt.on_batch(&batches[5]).await.unwrap();
+    rt.on_batch(&batches[2]).await.unwrap();
+    for b in &batches[6..] {
+        rt.on_batch(b).await.unwrap();
+    }
+    let points: Vec<Json> = drain(&mut h.side, "ls/t/spc/od/points")
+        .into_iter()
+        .filter(|p| p["chart"] == "i")
+        .collect();
+    let seqs: Vec<u64> = points.iter().map(|p| p["seq"].as_u64().unwrap()).collect();
+    let want: Vec<u64> = (1..=50).filter(|s| s % 5 != 3).collect();
+    assert_eq!(seqs, want, "every od reading once, in order");
+    // The context of a point is the latest part number before it in store order.
+    assert_eq!(points[0]["context"], json!({}));
+    assert_eq!(points[2]["context"], json!({"part": "P0"}));
+    assert_eq!(
+        points[4]["context"],
+        json!({"part": "P0"}),
+        "seq 6: before P1"
+    );
+    assert_eq!(points[6]["context"], json!({"part": "P1"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faulty_and_text_readings_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let mut h = harness(config(dir.path(), IMR), &store, dir.path());
+    let mut bad = reading("od", Value::F64(99.0));
+    bad.quality = Quality::Bad(Arc::from("timeout"));
+    let mut uncertain = reading("od", Value::F64(99.0));
+    uncertain.quality = Quality::Uncertain(Arc::from("overrange"));
+    let batch = vec![
+        reading("od", Value::F64(10.0)),
+        bad,
+        uncertain,
+        reading("od", Value::Str(Arc::from("n/a"))),
+        reading("od", Value::I64(11)),
+    ];
+    commit(&store, batch).await;
+    let reader = store.reader().unwrap();
+    let mut rt = Runtime::start(&h.spc, reader).await.unwrap();
+    rt.catch_up(5, None).await.unwrap();
+    assert_eq!(
+        (
+            rt.stats.pushed,
+            rt.stats.skipped_quality,
+            rt.stats.skipped_not_numeric
+        ),
+        (2, 2, 1)
+    );
+    let points = drain(&mut h.side, "ls/t/spc/od/points");
+    assert!(points.iter().all(|p| p["value"] != 99.0));
+    assert!(
+        events(&store, "spc.violation").is_empty(),
+        "the faulty 99.0 raised nothing"
+    );
+}
+
+/// A running SPC task.
+struct Running {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<()>>,
+    side: mpsc::Receiver<SidePublish>,
+    commands: mpsc::UnboundedSender<Command>,
+    seen: Vec<SidePublish>,
+}
+
+fn start(cfg: Config, store: &Arc<Store>, dir: &std::path::Path) -> Running {
+    let h = harness(cfg, store, dir);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(h.spc.run(stop.clone()));
+    Running {
+        stop,
+        task,
+        side: h.side,
+        commands: h.commands,
+        seen: Vec::new(),
+    }
+}
+
+impl Running {
+    /// Waits until something matching `cond` was published.
+    async fn wait(&mut self, mut cond: impl FnMut(&str, &Json) -> bool) -> Json {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            for m in &self.seen {
+                let body = serde_json::from_slice(&m.payload).unwrap_or(Json::Null);
+                if cond(&m.topic, &body) {
+                    return body;
+                }
+            }
+            self.seen.clear();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.side.recv()).await {
+                Ok(Some(m)) => self.seen.push(m),
+                _ => panic!("timed out waiting for a message"),
+            }
+        }
+    }
+
+    async fn wait_point(&mut self, seq: u64) {
+        self.wait(|t, b| t.ends_with("/points") && b["seq"].as_u64() >= Some(seq))
+            .await;
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Deterministic values around 10 with sigma about 0.3.
+fn values(seed: u64, n: usize) -> Vec<f64> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..n)
+        .map(|_| 10.0 + (0..12).map(|_| rng.f64()).sum::<f64>() * 0.3 - 1.8)
+        .collect()
+}
+
+async fn feed(store: &Store, xs: &[f64]) -> u64 {
+    commit(
+        store,
+        xs.iter().map(|x| reading("od", Value::F64(*x))).collect(),
+    )
+    .await;
+    store.watch_committed().borrow().readings
+}
+
+const BASELINE: &str = r#"
+[[characteristic]]
+name = "od"
+source = "g/od"
+chart = "i-mr"
+limits = { baseline = 20 }
+rules = "limits-only"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_spec_rebuilds_silently_and_keeps_the_computed_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let mut run = start(config(dir.path(), BASELINE), &store, dir.path());
+    let mut xs = values(1, 30);
+    xs[25] = 20.0; // far beyond any limit
+    let last = feed(&store, &xs).await;
+    run.wait_point(last).await;
+    run.stop().await;
+    let limits = events(&store, "spc.limits");
+    assert_eq!(limits.len(), 1, "{limits:?}");
+    let before: Vec<Json> = events(&store, "spc.violation");
+    assert!(
+        before
+            .iter()
+            .any(|v| v["point_seq"] == 26 && v["rule"] == "nelson-1")
+    );
+
+    // Other rules: the snapshot no longer fits, the limits still do.
+    let changed = BASELINE.replace("limits-only", "western-electric");
+    let mut run = start(config(dir.path(), &changed), &store, dir.path());
+    let retained = run
+        .wait(|t, b| t.ends_with("/limits") && b["charts"][0]["limits"].is_object())
+        .await;
+    assert_eq!(retained["charts"][0]["limits"], limits[0]["limits"]);
+    assert_eq!(retained["charts"][0]["origin"], "computed");
+    let last = feed(&store, &[10.0, 25.0]).await;
+    run.wait(|t, b| t.ends_with("/points") && b["seq"] == last && b["chart"] == "i")
+        .await;
+    run.stop().await;
+    assert_eq!(events(&store, "spc.limits").len(), 1, "no new baseline");
+    let after = events(&store, "spc.violation");
+    let new: Vec<&Json> = after.iter().skip(before.len()).collect();
+    assert!(!new.is_empty());
+    assert!(
+        new.iter().all(|v| v["point_seq"].as_u64() > Some(30)),
+        "history is not alarmed again: {new:?}"
+    );
+    assert!(
+        new.iter()
+            .any(|v| v["point_seq"] == last && v["rule"] == "western-electric-1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recalculation_is_repeated_at_its_position_on_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let state = persist::state_path(dir.path());
+    let mut run = start(config(dir.path(), BASELINE), &store, dir.path());
+    let last = feed(&store, &values(2, 25)).await;
+    run.wait_point(last).await;
+    run.stop().await;
+    let stale = std::fs::read(&state).unwrap();
+
+    // A shifted process, then a recalculation on request, then more readings.
+    let mut run = start(config(dir.path(), BASELINE), &store, dir.path());
+    let shifted: Vec<f64> = values(3, 25).iter().map(|x| x + 1.0).collect();
+    let at = feed(&store, &shifted).await;
+    run.wait_point(at).await;
+    run.commands
+        .send(Command {
+            body: json!({"cmd": "recalculate", "characteristic": "od", "by": "qe", "id": 1}),
+        })
+        .unwrap();
+    let recalculated = run
+        .wait(|t, b| t.ends_with("/limits") && b["charts"][0]["computed"]["seq_last"] == at)
+        .await;
+    let last = feed(&store, &values(4, 10)).await;
+    run.wait_point(last).await;
+    run.stop().await;
+    let recalcs = events(&store, "spc.recalculate");
+    assert_eq!(recalcs.len(), 1);
+    assert_eq!(
+        (recalcs[0]["at_seq"].as_u64(), recalcs[0]["by"].as_str()),
+        (Some(at), Some("qe"))
+    );
+    let limits = events(&store, "spc.limits");
+    assert_eq!(limits.len(), 2);
+    assert_eq!(limits[1]["reason"], "recalculate");
+    let violations = events(&store, "spc.violation").len();
+
+    // From the older state: the replay repeats the recalculation at the same point, so it ends with
+    // the same limits, and stores nothing twice.
+    std::fs::write(&state, stale).unwrap();
+    let mut run = start(config(dir.path(), BASELINE), &store, dir.path());
+    let retained = run
+        .wait(|t, b| t.ends_with("/limits") && b["charts"][0]["computed"].is_object())
+        .await;
+    assert_eq!(
+        retained["charts"][0]["limits"],
+        recalculated["charts"][0]["limits"]
+    );
+    run.stop().await;
+    assert_eq!(events(&store, "spc.limits").len(), 2);
+    assert_eq!(events(&store, "spc.recalculate").len(), 1);
+    assert_eq!(events(&store, "spc.violation").len(), violations);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_that_cannot_be_carried_out_are_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let mut run = start(config(dir.path(), IMR), &store, dir.path());
+    run.wait(|t, _| t.ends_with("/alarms/active/od")).await;
+    for body in [
+        json!({"cmd": "recalculate", "characteristic": "od", "id": "fixed"}),
+        json!({"cmd": "capability", "id": "empty"}),
+        json!({"cmd": "ack", "characteristic": "od", "alarm_seq": "all", "by": "x", "id": "none"}),
+        json!("not an object"),
+    ] {
+        run.commands.send(Command { body }).unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while events(&store, "agent.command_rejected").len() < 4 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run.stop().await;
+    let rejected = events(&store, "agent.command_rejected");
+    let reason = |id: &str| {
+        rejected.iter().find(|r| r["id"] == id).unwrap()["reason"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        reason("fixed").contains("fixed limits"),
+        "{}",
+        reason("fixed")
+    );
+    assert!(reason("empty").contains("not enough data"));
+    assert!(reason("none").contains("no active alarm"));
+}
