@@ -126,15 +126,24 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Endpoints { conn } => {
             let target = conn.target()?;
-            let eps = commission::endpoints(&target).await.map_err(|e| anyhow!(e))?;
+            let eps = commission::endpoints(&target)
+                .await
+                .map_err(|e| anyhow!(e))?;
             if conn.json {
                 for e in &eps {
                     println!("{}", serde_json::to_string(e)?);
                 }
             } else {
-                println!("{:<22} {:<15} {:>5}  {:<32} URL", "POLICY", "MODE", "LEVEL", "IDENTITIES");
+                println!(
+                    "{:<22} {:<15} {:>5}  {:<32} URL",
+                    "POLICY", "MODE", "LEVEL", "IDENTITIES"
+                );
                 for e in &eps {
-                    let note = if e.supported { "" } else { "  (not supported by lineside)" };
+                    let note = if e.supported {
+                        ""
+                    } else {
+                        "  (not supported by lineside)"
+                    };
                     println!(
                         "{:<22} {:<15} {:>5}  {:<32} {}{note}",
                         e.security_policy,
@@ -144,7 +153,10 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                         e.url
                     );
                 }
-                if let Some(t) = eps.iter().find_map(|e| e.server_certificate_thumbprint.as_ref()) {
+                if let Some(t) = eps
+                    .iter()
+                    .find_map(|e| e.server_certificate_thumbprint.as_ref())
+                {
                     println!("server certificate thumbprint: {t}");
                 }
             }
@@ -165,7 +177,10 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     println!("{}", serde_json::to_string(e)?);
                 }
             } else {
-                println!("{:<40} {:<28} {:<10} {:<14} VALUE", "NODE ID", "BROWSE NAME", "CLASS", "DATA TYPE");
+                println!(
+                    "{:<40} {:<28} {:<10} {:<14} VALUE",
+                    "NODE ID", "BROWSE NAME", "CLASS", "DATA TYPE"
+                );
                 for e in &entries {
                     let indent = "  ".repeat(e.depth.saturating_sub(1) as usize);
                     let value = match (&e.value, &e.status) {
@@ -202,7 +217,10 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             } else if certs.is_empty() {
                 println!("no server certificates in {}", pki_dir.display());
             } else {
-                println!("{:<9} {:<42} {:<26} SUBJECT", "STATE", "THUMBPRINT", "EXPIRES");
+                println!(
+                    "{:<9} {:<42} {:<26} SUBJECT",
+                    "STATE", "THUMBPRINT", "EXPIRES"
+                );
                 for c in &certs {
                     println!(
                         "{:<9} {:<42} {:<26} {}",
