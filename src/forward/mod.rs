@@ -59,6 +59,12 @@ pub struct SidePublish {
     pub retain: bool,
 }
 
+enum FillError {
+    Store(rusqlite::Error),
+    /// The client's request channel refused a publish (it should never be full: the window is smaller).
+    Refused,
+}
+
 pub struct Forwarder {
     pub cfg: MqttConfig,
     pub agent_id: String,
@@ -121,6 +127,10 @@ impl Forwarder {
             events: self.reader.cursor(Stream::Events)?,
         };
         let mut next = acked;
+        let mut fill_burst = ErrorBurst::new(Duration::from_secs(60));
+        // Retries a fill that failed (or a wake-up that was missed) without waiting for the next commit.
+        let mut retry_tick = tokio::time::interval(Duration::from_millis(500));
+        retry_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut status_tick = tokio::time::interval(self.cfg.status_interval);
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -145,14 +155,14 @@ impl Forwarder {
                         next = acked;
                         let _ = client.try_subscribe(self.topics.command(), QoS::AtLeastOnce);
                         self.publish_status(&client, &mut tracker, "online");
-                        self.fill(&client, &mut tracker, &mut next)?;
+                        self.try_fill(&client, &mut tracker, &mut next, &mut fill_burst);
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => tracker.outgoing(pkid),
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
                         if let Some((stream, seq)) = tracker.acked(ack.pkid) {
                             self.advance(stream, seq, &mut acked);
                         }
-                        self.fill(&client, &mut tracker, &mut next)?;
+                        self.try_fill(&client, &mut tracker, &mut next, &mut fill_burst);
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => self.command(&client, &mut tracker, &p.payload),
                     Ok(_) => {}
@@ -179,7 +189,7 @@ impl Forwarder {
                     if changed.is_err() {
                         break; // the store stopped
                     }
-                    self.fill(&client, &mut tracker, &mut next)?;
+                    self.try_fill(&client, &mut tracker, &mut next, &mut fill_burst);
                 }
                 Some(side) = self.side.recv(), if connected => {
                     if client.try_publish(side.topic, QoS::AtLeastOnce, side.retain, side.payload).is_ok() {
@@ -187,6 +197,7 @@ impl Forwarder {
                     }
                 }
                 _ = status_tick.tick(), if connected => self.publish_status(&client, &mut tracker, "online"),
+                _ = retry_tick.tick(), if connected => self.try_fill(&client, &mut tracker, &mut next, &mut fill_burst),
             }
         }
         if connected {
@@ -275,6 +286,34 @@ impl Forwarder {
         }
     }
 
+    /// [`Forwarder::fill`], keeping the forwarder alive through store errors: a failed read is retried by
+    /// the retry tick; a publish the client refused leaves the window bookkeeping unreliable, so the
+    /// connection is dropped and everything unacknowledged is sent again after the reconnect.
+    fn try_fill(
+        &mut self,
+        client: &AsyncClient,
+        tracker: &mut Tracker,
+        next: &mut Committed,
+        burst: &mut ErrorBurst,
+    ) {
+        match self.fill(client, tracker, next) {
+            Ok(()) => {
+                burst.ok();
+            }
+            Err(FillError::Store(e)) => {
+                if burst.error() {
+                    tracing::warn!(error = %e, "cannot read from the store; retrying");
+                }
+            }
+            Err(FillError::Refused) => {
+                tracing::error!(
+                    "the MQTT client refused a publish; reconnecting to resend from the cursor"
+                );
+                let _ = client.try_disconnect();
+            }
+        }
+    }
+
     /// Publishes from `next` while the in-flight window has room: events first (rare and urgent), then
     /// readings. Reads the store synchronously: a fetch takes milliseconds, and the forwarder is one task
     /// on a multi-threaded runtime.
@@ -283,7 +322,7 @@ impl Forwarder {
         client: &AsyncClient,
         tracker: &mut Tracker,
         next: &mut Committed,
-    ) -> Result<()> {
+    ) -> Result<(), FillError> {
         let limit = self.cfg.inflight as usize;
         let committed = *self.committed.borrow_and_update();
         loop {
@@ -295,7 +334,7 @@ impl Forwarder {
                 let events = self
                     .reader
                     .events_after(next.events, room)
-                    .context("reading events from the store")?;
+                    .map_err(FillError::Store)?;
                 let Some(last) = events.last().map(|e| e.seq) else {
                     next.events = committed.events;
                     continue;
@@ -303,14 +342,9 @@ impl Forwarder {
                 let window = tracker.open_window(Stream::Events, last, events.len() as u32);
                 for e in &events {
                     let payload = payload::encode_event(&self.agent_id, e);
-                    if client
+                    client
                         .try_publish(self.topics.alarms(), QoS::AtLeastOnce, false, payload)
-                        .is_err()
-                    {
-                        anyhow::bail!(
-                            "the MQTT request channel is full; this is a bug in the flow control"
-                        );
-                    }
+                        .map_err(|_| FillError::Refused)?;
                     tracker.sent(Some(window));
                 }
                 self.stats
@@ -324,7 +358,7 @@ impl Forwarder {
                 let rows = self
                     .reader
                     .readings_after(next.readings, want)
-                    .context("reading from the store")?;
+                    .map_err(FillError::Store)?;
                 if rows.is_empty() {
                     next.readings = committed.readings;
                     continue;
@@ -344,19 +378,14 @@ impl Forwarder {
                 let messages = packer.finish();
                 let window = tracker.open_window(Stream::Readings, hi, messages.len() as u32);
                 for m in messages {
-                    if client
+                    client
                         .try_publish(
                             self.topics.data(&m.device),
                             QoS::AtLeastOnce,
                             false,
                             m.payload,
                         )
-                        .is_err()
-                    {
-                        anyhow::bail!(
-                            "the MQTT request channel is full; this is a bug in the flow control"
-                        );
-                    }
+                        .map_err(|_| FillError::Refused)?;
                     tracker.sent(Some(window));
                     self.stats.messages_published.fetch_add(1, Relaxed);
                 }
