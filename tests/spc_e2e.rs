@@ -594,3 +594,81 @@ async fn a_restart_in_a_developing_run_alarms_at_the_right_point_once() {
         assert_eq!(want.get(seq), Some(rules), "published alarm at {seq}");
     }
 }
+
+/// The demo (`lineside demo`, config/demo.toml) must show a real alarm from its scheduled disturbances,
+/// within about a minute, and no alarm before them. The sim is deterministic by sample index, so the
+/// demo is run here 100 times faster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_alarms_on_its_scheduled_disturbances_only() {
+    let port = rumqttd().await;
+    let dir = tempfile::tempdir().unwrap();
+    let demo =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml"))
+            .unwrap();
+    let mut text = String::new();
+    for line in demo.lines() {
+        let line = match line.split_once('#').map_or(line, |(l, _)| l).trim() {
+            l if l.starts_with("state_dir") => {
+                format!("state_dir = {:?}", dir.path().display().to_string())
+            }
+            l if l.starts_with("url") => format!("url = \"mqtt://127.0.0.1:{port}\""),
+            l if l.starts_with("embedded_broker") || l.starts_with("echo") => String::new(),
+            "interval = \"200ms\"" => "interval = \"2ms\"".into(),
+            "interval = \"500ms\"" => "interval = \"5ms\"".into(),
+            "interval = \"250ms\"" => "interval = \"2500us\"".into(),
+            _ => line.to_string(),
+        };
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let cfg = load(&text, dir.path());
+    let db = cfg.store.path.clone();
+    let (stop, task) = spawn_agent(cfg);
+    // 330 press strokes: past the start of the drift (300) and its detection.
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            StoreReader::open(&db).is_ok_and(|mut r| {
+                r.tag_readings("press-3", "press_force", 0, 400)
+                    .is_ok_and(|v| v.len() >= 330)
+            })
+        })
+        .await
+    );
+    stop_agent(stop, task).await;
+
+    // Sample index of each reading of its tag.
+    let mut reader = StoreReader::open(&db).unwrap();
+    let mut index: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for r in reader.readings_after(0, 1_000_000).unwrap() {
+        let n = counts
+            .entry(format!("{}/{}", r.reading.device, r.reading.tag))
+            .or_default();
+        index.insert(r.seq, *n);
+        *n += 1;
+    }
+    let first = |ch: &str| {
+        events(&db, "spc.violation")
+            .iter()
+            .filter(|(_, b)| b["characteristic"] == ch)
+            .map(|(_, b)| index[&b["point_seq"].as_u64().unwrap()])
+            .min()
+    };
+    // Bore: shift at sample 150 (30 s); 5 samples a second.
+    let bore = first("bore-diameter").expect("the bore shift alarms");
+    assert!(
+        (150..300).contains(&bore),
+        "first bore alarm at sample {bore}"
+    );
+    // Press: drift from stroke 300 (150 s).
+    let press = first("press-force").expect("the press drift alarms");
+    assert!(
+        (300..330).contains(&press),
+        "first press alarm at stroke {press}"
+    );
+    assert_eq!(
+        events(&db, "spc.limits").len(),
+        1,
+        "the bore baseline froze once"
+    );
+}

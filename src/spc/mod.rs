@@ -20,6 +20,8 @@
 
 mod alarms;
 mod commands;
+#[cfg(test)]
+mod config_tests;
 mod context;
 mod messages;
 mod persist;
