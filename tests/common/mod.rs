@@ -63,6 +63,19 @@ impl Mosquitto {
         m
     }
 
+    /// Starts mosquitto with a config written by `config(dir, port)`.
+    pub async fn start_with(config: impl FnOnce(&Path, u16) -> String) -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Mosquitto {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        std::fs::write(m.config_path(), config(m.dir.path(), m.port)).unwrap();
+        m.restart().await;
+        m
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("mosquitto.conf")
     }
@@ -89,6 +102,16 @@ impl Mosquitto {
 
     pub async fn restart(&mut self) {
         self.ensure_config();
+        // Started as root, mosquitto drops to user `mosquitto`, which cannot use the test's private
+        // directory (persistence, log, certificates): keep it as the current user.
+        let conf = std::fs::read_to_string(self.config_path()).unwrap();
+        if !conf.starts_with("user ") {
+            std::fs::write(
+                self.config_path(),
+                format!("user {}\n{conf}", current_user()),
+            )
+            .unwrap();
+        }
         let bin =
             mosquitto_bin().expect("mosquitto not found: run scripts/test, which installs it");
         let child = Command::new(bin)
@@ -411,4 +434,9 @@ pub fn db_cursor(db: &Path) -> u64 {
         |r| r.get::<_, i64>(0),
     )
     .unwrap() as u64
+}
+
+fn current_user() -> String {
+    let out = Command::new("id").arg("-un").output().expect("id -un");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
