@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
+use lineside_drivers::device::ErrorBurst;
 use lineside_drivers::{Reading, Value};
 use lineside_spc::spec::MAX_CONTEXT_KEYS;
 use lineside_spc::{Characteristic, CharacteristicSpec, FrozenLimits, Observation, Output};
@@ -78,7 +79,19 @@ impl Spc {
     /// Runs until `stop`; then processes everything the store committed, persists the state and lets
     /// the forwarder take the last messages. Stop it after the final store flush and before the
     /// forwarder.
-    pub async fn run(mut self, stop: CancellationToken) -> Result<()> {
+    pub async fn run(self, stop: CancellationToken) -> Result<()> {
+        let result = self.run_inner(stop).await;
+        if let Err(e) = &result {
+            // Said at once: the agent only collects the task's result at shutdown.
+            tracing::error!(
+                error = format!("{e:#}"),
+                "SPC stopped: no SPC alarms until a restart"
+            );
+        }
+        result
+    }
+
+    async fn run_inner(mut self, stop: CancellationToken) -> Result<()> {
         let reader = self.store.reader().context("SPC: opening a store reader")?;
         let mut rt = Runtime::start(&self, reader).await?;
         let head = self.store.watch_committed().borrow().readings;
@@ -104,13 +117,15 @@ impl Spc {
                 biased;
                 _ = stop.cancelled() => break,
                 b = self.batches.recv() => match b {
-                    Ok(batch) => rt.on_batch(&batch).await?,
+                    Ok(batch) => rt.on_batch(&batch).await,
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        // Missed batches are read back from the store.
+                        // Missed batches are read back from the store (here, or at the next batch).
                         rt.stats.lagged += n;
                         tracing::debug!(missed_batches = n, "SPC fell behind; reading back from the store");
                         let head = self.store.watch_committed().borrow().readings;
-                        rt.catch_up(head, None).await?;
+                        if let Err(e) = rt.catch_up(head, None).await {
+                            rt.read_error(&e);
+                        }
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
@@ -130,7 +145,9 @@ impl Spc {
         }
         // The agent flushed the store before stopping us: take everything it committed.
         let head = self.store.watch_committed().borrow().readings;
-        rt.catch_up(head, None).await?;
+        if let Err(e) = rt.catch_up(head, None).await {
+            rt.read_error(&e);
+        }
         rt.publish_retained(false);
         rt.save().await;
         drain_side(&rt.side).await;
@@ -345,6 +362,7 @@ struct Runtime {
     topics: SpcTopics,
     state_dirty: bool,
     saved_position: u64,
+    read_errors: ErrorBurst,
     /// The start-up replay is complete (the state may be saved).
     replayed: bool,
     stats: Stats,
@@ -440,6 +458,7 @@ impl Runtime {
             topics: spc.topics.clone(),
             state_dirty: true,
             saved_position: 0,
+            read_errors: ErrorBurst::new(Duration::from_secs(60)),
             replayed: false,
             stats: Stats::default(),
         };
@@ -548,9 +567,13 @@ impl Runtime {
         Ok(())
     }
 
-    async fn on_batch(&mut self, batch: &CommittedBatch) -> Result<()> {
-        if batch.first_seq > self.position + 1 {
-            self.catch_up(batch.first_seq - 1, None).await?;
+    /// A committed batch from the broadcast. If the readings before it cannot be read back from the
+    /// store, the batch waits too: it is read back with them on a later attempt.
+    async fn on_batch(&mut self, batch: &CommittedBatch) {
+        if batch.first_seq > self.position + 1
+            && let Err(e) = self.catch_up(batch.first_seq - 1, None).await
+        {
+            return self.read_error(&e);
         }
         for (seq, r) in batch.iter() {
             if seq > self.position {
@@ -559,7 +582,17 @@ impl Runtime {
         }
         self.apply_effects().await;
         self.publish_retained(false);
-        Ok(())
+    }
+
+    /// A failed read of the store: logged once per burst; the position stays, so it is tried again.
+    fn read_error(&mut self, e: &anyhow::Error) {
+        if self.read_errors.error() {
+            tracing::error!(
+                error = format!("{e:#}"),
+                position = self.position,
+                "SPC cannot read back from the store; retrying"
+            );
+        }
     }
 
     /// One committed reading, in store order. No allocation unless the engine produces output.
