@@ -20,8 +20,10 @@ pub const REJECTED: &str = "agent.command_rejected";
 /// Active alarms kept per characteristic. Beyond this the oldest are dropped from the active set
 /// (the events themselves stay in the store and upstream): memory stays bounded when nobody acks.
 const MAX_ACTIVE: usize = 1000;
-/// Alarms listed in the retained message (the newest; `count` gives the total).
+/// Alarms listed in the retained message (the newest; `count` gives the total), and the bytes they may
+/// take: the message must stay well below the smallest MQTT packet limit the agent allows (64 KiB).
 const MAX_LISTED: usize = 100;
+const MAX_LISTED_BYTES: usize = 48 * 1024;
 
 pub fn ts_string(micros: i64) -> String {
     crate::forward::rfc3339(chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default())
@@ -196,19 +198,22 @@ impl ActiveSet {
 
     /// The retained message on `<prefix>/<agent>/alarms/active/<characteristic>`.
     pub fn payload(&self, ch: &str, now: &str) -> Vec<u8> {
-        let listed: Vec<Value> = self
-            .alarms
-            .values()
-            .rev()
-            .take(MAX_LISTED)
-            .map(ActiveAlarm::json)
-            .collect();
+        let mut listed = Vec::new();
+        let mut bytes = 0;
+        for a in self.alarms.values().rev().take(MAX_LISTED) {
+            let j = a.json();
+            bytes += j.to_string().len() + 1;
+            if bytes > MAX_LISTED_BYTES {
+                break;
+            }
+            listed.push(j);
+        }
         let body = json!({
             "characteristic": ch,
             "ts": now,
             "count": self.alarms.len(),
+            "truncated": self.alarms.len() > listed.len(),
             "alarms": listed,
-            "truncated": self.alarms.len() > MAX_LISTED,
         });
         serde_json::to_vec(&body).unwrap_or_default()
     }
@@ -256,6 +261,32 @@ mod tests {
         let p: Value = serde_json::from_slice(&set.payload("c", "now")).unwrap();
         assert_eq!(p["alarms"].as_array().unwrap().len(), MAX_LISTED);
         assert_eq!(p["truncated"], true);
+        assert_eq!(
+            p["alarms"][0]["alarm_seq"],
+            MAX_ACTIVE as u64 + 4,
+            "newest first"
+        );
+    }
+
+    #[test]
+    fn the_retained_message_stays_small() {
+        let mut set = ActiveSet::default();
+        for s in 0..50 {
+            let mut a = alarm(s);
+            a.body["context"] = json!({"note": "x".repeat(2000)});
+            set.insert(a);
+        }
+        let payload = set.payload("c", "now");
+        assert!(
+            payload.len() <= MAX_LISTED_BYTES + 1024,
+            "{}",
+            payload.len()
+        );
+        let p: Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(
+            (p["count"].as_u64(), p["truncated"].as_bool()),
+            (Some(50), Some(true))
+        );
     }
 
     #[test]
