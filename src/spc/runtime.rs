@@ -224,6 +224,8 @@ struct Char {
     /// Outputs caused by readings up to this seq were published before (or belong to history that
     /// is only replayed to rebuild the windows): they are not published again.
     silent_upto: u64,
+    /// Restored from a snapshot: its replay raises alarms, de-duplicated against stored events.
+    restored: bool,
     limits: BTreeMap<Option<String>, FrozenLimits>,
     active: ActiveSet,
     active_dirty: bool,
@@ -403,20 +405,23 @@ impl Runtime {
         let mut by_name = HashMap::new();
         for (index, (cfg, inputs)) in spc.chars.iter().cloned().zip(inputs).enumerate() {
             let saved = saved_chars.remove(&cfg.spec.name);
-            let (engine, fed_upto, silent_upto) = restore(
-                &cfg.spec,
-                saved.as_ref(),
-                saved_position,
-                committed.readings,
-            )?;
+            let (engine, restored) = restore(&cfg.spec, saved.as_ref())?;
             let ch = &cfg.spec.name;
             by_name.insert(ch.clone(), index);
             chars.push(Char {
                 index,
                 inputs,
                 engine,
-                fed_upto,
-                silent_upto,
+                // Restored: the engine has seen every reading up to the state's position, and the
+                // replay after it alarms. Rebuilt: every stored reading up to the store's head at
+                // start is history, replayed silently.
+                fed_upto: if restored { saved_position } else { 0 },
+                silent_upto: if restored {
+                    saved_position
+                } else {
+                    committed.readings
+                },
+                restored,
                 limits: saved
                     .as_ref()
                     .map(|s| {
@@ -497,12 +502,14 @@ impl Runtime {
                 else {
                     continue;
                 };
-                if let Some(key) = alarms::dedup_key(&e.kind, &e.body) {
-                    self.dedup.insert(key);
-                }
                 let Some(ch) = self.chars.get_mut(ci) else {
                     continue;
                 };
+                if ch.restored
+                    && let Some(key) = alarms::dedup_key(&e.kind, &e.body)
+                {
+                    self.dedup.insert(key);
+                }
                 match e.kind.as_str() {
                     k if alarms::is_alarm(k) => ch.active.insert(ActiveAlarm {
                         alarm_seq: e.seq,
@@ -992,24 +999,18 @@ fn try_side(side: &mpsc::Sender<SidePublish>, topic: &str, payload: Vec<u8>, ret
     .is_ok()
 }
 
-/// The engine of a characteristic after a restart, with the seq up to which it has seen the readings
-/// and the seq up to which a replay is silent.
+/// The engine of a characteristic after a restart, and whether it was restored from its snapshot.
 ///
 /// - A snapshot taken with the same spec restores the engine exactly; readings after the state's
 ///   position are replayed and their alarms de-duplicated against the stored events.
 /// - Otherwise (first start, or the spec changed) the engine starts afresh, takes over persisted
 ///   limits where the configuration they were computed for still applies, and replays every stored
 ///   reading silently up to the store's head: the windows are rebuilt, and only new points alarm.
-fn restore(
-    spec: &CharacteristicSpec,
-    saved: Option<&CharState>,
-    position: u64,
-    head: u64,
-) -> Result<(Characteristic, u64, u64)> {
+fn restore(spec: &CharacteristicSpec, saved: Option<&CharState>) -> Result<(Characteristic, bool)> {
     let name = &spec.name;
     if let Some(s) = saved {
         match Characteristic::from_snapshot(spec.clone(), &s.snapshot) {
-            Ok(engine) => return Ok((engine, position, position)),
+            Ok(engine) => return Ok((engine, true)),
             Err(e) => {
                 tracing::info!(characteristic = %name, reason = %e, "SPC snapshot not used; rebuilding the charts from the store")
             }
@@ -1028,7 +1029,7 @@ fn restore(
             }
         }
     }
-    Ok((engine, 0, head))
+    Ok((engine, false))
 }
 
 /// Limits computed for `old` still describe the process charted by `new` if what is charted and how
