@@ -11,6 +11,9 @@ use serde_json::json;
 use crate::forward::ForwarderStats;
 use crate::store::StoreStats;
 
+/// Metric name, help text, and how to read it from a device's counters.
+type DeviceCounter = (&'static str, &'static str, fn(&DeviceMetrics) -> u64);
+
 #[derive(Clone)]
 pub struct Metrics {
     pub store: Arc<StoreStats>,
@@ -126,7 +129,7 @@ impl Metrics {
             "counter",
             f.events_forwarded.load(Relaxed),
         );
-        let device_counters: [(&str, &str, fn(&DeviceMetrics) -> u64); 7] = [
+        let device_counters: [DeviceCounter; 7] = [
             (
                 "device_readings_total",
                 "Readings produced by the device.",

@@ -194,7 +194,7 @@ mod tests {
                 tag: Arc::from("t"),
                 ts: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
                 value,
-                quality: if seq % 2 == 0 {
+                quality: if seq.is_multiple_of(2) {
                     Quality::Good
                 } else {
                     Quality::Bad(Arc::from("timeout"))

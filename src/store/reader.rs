@@ -11,9 +11,22 @@ use rusqlite::{Connection, OpenFlags};
 use super::model::{StoredEvent, StoredReading, Stream, from_micros, quality_from, value_from};
 use super::schema::{self, keys};
 
+/// (device, tag, unit) of a tag id.
+type TagKey = (Arc<str>, Arc<str>, Option<Arc<str>>);
+/// One `readings` row as selected.
+type Row = (
+    i64,
+    i64,
+    i64,
+    i64,
+    rusqlite::types::Value,
+    i64,
+    Option<String>,
+);
+
 pub struct StoreReader {
     conn: Connection,
-    tags: HashMap<i64, (Arc<str>, Arc<str>, Option<Arc<str>>)>,
+    tags: HashMap<i64, TagKey>,
 }
 
 impl StoreReader {
@@ -101,15 +114,7 @@ impl StoreReader {
         let sql = format!(
             "SELECT seq, tag_id, ts, kind, value, quality, reason FROM readings WHERE {clause}"
         );
-        let rows: Vec<(
-            i64,
-            i64,
-            i64,
-            i64,
-            rusqlite::types::Value,
-            i64,
-            Option<String>,
-        )> = {
+        let rows: Vec<Row> = {
             let mut stmt = self.conn.prepare_cached(&sql)?;
             stmt.query_map(params, |r| {
                 Ok((

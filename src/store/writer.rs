@@ -17,6 +17,9 @@ use super::stats::{StoreStats, TagCounters};
 use super::{Committed, Control};
 use crate::config::StoreConfig;
 
+/// device → tag → [(unit, tag id)].
+type TagIds = HashMap<Arc<str>, HashMap<Arc<str>, Vec<(Option<Arc<str>>, i64)>>>;
+
 pub(super) struct Writer {
     cfg: StoreConfig,
     conn: Connection,
@@ -29,7 +32,7 @@ pub(super) struct Writer {
     cursor_events: u64,
     cursor_dirty: bool,
     /// device → tag → [(unit, tag id)]: avoids a query per reading and a key allocation per lookup.
-    tag_ids: HashMap<Arc<str>, HashMap<Arc<str>, Vec<(Option<Arc<str>>, i64)>>>,
+    tag_ids: TagIds,
     /// Per-tag counts accumulated in the current batch, indexed by tag id.
     tag_counts: Vec<(u64, u64)>,
 }
@@ -495,10 +498,7 @@ impl Writer {
     }
 }
 
-fn lookup(
-    ids: &HashMap<Arc<str>, HashMap<Arc<str>, Vec<(Option<Arc<str>>, i64)>>>,
-    r: &Reading,
-) -> Option<i64> {
+fn lookup(ids: &TagIds, r: &Reading) -> Option<i64> {
     ids.get(&*r.device)?
         .get(&*r.tag)?
         .iter()
@@ -506,11 +506,7 @@ fn lookup(
         .map(|(_, id)| *id)
 }
 
-fn add_tag(
-    ids: &mut HashMap<Arc<str>, HashMap<Arc<str>, Vec<(Option<Arc<str>>, i64)>>>,
-    r: &Reading,
-    id: i64,
-) {
+fn add_tag(ids: &mut TagIds, r: &Reading, id: i64) {
     ids.entry(r.device.clone())
         .or_default()
         .entry(r.tag.clone())
