@@ -25,6 +25,12 @@ name = "od"
 name = "part"
 kind = "cycle"
 values = ["a"]
+[[device.tag]]
+name = "inspected"
+kind = "count"
+[[device.tag]]
+name = "rejects"
+kind = "count"
 "#;
 
 fn config(dir: &std::path::Path, characteristic: &str) -> Config {
@@ -416,4 +422,50 @@ async fn commands_that_cannot_be_carried_out_are_answered() {
     );
     assert!(reason("empty").contains("not enough data"));
     assert!(reason("none").contains("no active alarm"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_p_chart_takes_each_sample_size_from_its_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let p_chart = r#"
+[[characteristic]]
+name = "reject-rate"
+source = "g/rejects"
+chart = "p"
+sample_size_source = "g/inspected"
+limits = { centre = 0.1 }
+rules = "limits-only"
+"#;
+    let mut run = start(config(dir.path(), p_chart), &store, dir.path());
+    let batch = vec![
+        reading("inspected", Value::I64(50)),
+        reading("rejects", Value::I64(4)),
+        reading("inspected", Value::I64(200)),
+        reading("rejects", Value::I64(30)),
+        reading("rejects", Value::I64(36)),
+    ];
+    commit(&store, batch).await;
+    let mut points = Vec::new();
+    for seq in [2, 4, 5] {
+        points.push(
+            run.wait(|t, b| t.ends_with("/points") && b["seq"] == seq)
+                .await,
+        );
+    }
+    run.stop().await;
+    assert_eq!(points[0]["sample_size"], 50.0);
+    assert_eq!(points[0]["value"], 0.08);
+    assert_eq!(points[1]["value"], 0.15);
+    assert_eq!(
+        points[2]["sample_size"], 200.0,
+        "the latest size stays in force"
+    );
+    // UCL at n = 200: 0.1 + 3 sqrt(0.1 * 0.9 / 200) = 0.1636: 36/200 = 0.18 is beyond, 0.15 is not.
+    let v = events(&store, "spc.violation");
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(
+        (v[0]["point_seq"].as_u64(), v[0]["chart"].as_str()),
+        (Some(5), Some("p"))
+    );
 }
