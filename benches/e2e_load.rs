@@ -163,7 +163,7 @@ fn main() {
                         }
                         s.seen[seq] = true;
                         s.unique += 1;
-                        if seq % 50 == 0 {
+                        if seq.is_multiple_of(50) {
                             let ts = chrono::DateTime::parse_from_rfc3339(r["ts"].as_str().unwrap()).unwrap().timestamp_micros();
                             s.latencies_us.push(now - ts);
                         }

@@ -30,6 +30,8 @@ use crate::store::{Acker, Committed, StoreReader, Stream};
 
 /// Most rows read from the store per fetch.
 const MAX_FETCH: usize = 20_000;
+/// Request-channel slots for side messages, beyond the data window (the channel holds inflight + 64).
+const SIDE_SLOTS: usize = 32;
 
 #[derive(Debug, Default)]
 pub struct ForwarderStats {
@@ -57,6 +59,21 @@ pub struct SidePublish {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+}
+
+/// Publishes the held side message; keeps it held when the client refuses it.
+fn publish_side(client: &AsyncClient, tracker: &mut Tracker, held: &mut Option<SidePublish>) {
+    if let Some(side) = held.take() {
+        match client.try_publish(
+            side.topic.clone(),
+            QoS::AtLeastOnce,
+            side.retain,
+            side.payload.clone(),
+        ) {
+            Ok(()) => tracker.sent(None),
+            Err(_) => *held = Some(side),
+        }
+    }
 }
 
 enum FillError {
@@ -128,6 +145,14 @@ impl Forwarder {
         };
         let mut next = acked;
         let mut fill_burst = ErrorBurst::new(Duration::from_secs(60));
+        // Side messages (SPC points, retained alarm state) get their own slice of the request channel so
+        // they can never crowd out data; one refused is held and retried, not dropped.
+        let side_limit = self.cfg.inflight as usize + SIDE_SLOTS;
+        let mut held: Option<SidePublish> = None;
+        // The latest payload of every retained side topic, re-published after each reconnect: a clean
+        // session forgets whatever was in flight when the connection dropped.
+        let mut retained: std::collections::HashMap<String, Vec<u8>> =
+            std::collections::HashMap::new();
         // Retries a fill that failed (or a wake-up that was missed) without waiting for the next commit.
         let mut retry_tick = tokio::time::interval(Duration::from_millis(500));
         retry_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -155,6 +180,11 @@ impl Forwarder {
                         next = acked;
                         let _ = client.try_subscribe(self.topics.command(), QoS::AtLeastOnce);
                         self.publish_status(&client, &mut tracker, "online");
+                        for (topic, payload) in &retained {
+                            if client.try_publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone()).is_ok() {
+                                tracker.sent(None);
+                            }
+                        }
                         self.try_fill(&client, &mut tracker, &mut next, &mut fill_burst);
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => tracker.outgoing(pkid),
@@ -191,13 +221,18 @@ impl Forwarder {
                     }
                     self.try_fill(&client, &mut tracker, &mut next, &mut fill_burst);
                 }
-                Some(side) = self.side.recv(), if connected => {
-                    if client.try_publish(side.topic, QoS::AtLeastOnce, side.retain, side.payload).is_ok() {
-                        tracker.sent(None);
+                Some(side) = self.side.recv(), if connected && held.is_none() && tracker.in_flight() < side_limit => {
+                    if side.retain {
+                        retained.insert(side.topic.clone(), side.payload.clone());
                     }
+                    held = Some(side);
+                    publish_side(&client, &mut tracker, &mut held);
                 }
                 _ = status_tick.tick(), if connected => self.publish_status(&client, &mut tracker, "online"),
-                _ = retry_tick.tick(), if connected => self.try_fill(&client, &mut tracker, &mut next, &mut fill_burst),
+                _ = retry_tick.tick(), if connected => {
+                    publish_side(&client, &mut tracker, &mut held);
+                    self.try_fill(&client, &mut tracker, &mut next, &mut fill_burst);
+                }
             }
         }
         if connected {
