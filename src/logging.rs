@@ -1,27 +1,60 @@
 //! tracing set-up: human-readable by default, JSON lines on request; `RUST_LOG` overrides the level.
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
-pub fn init(level: &str, json: bool) {
-    // The embedded broker logs every connection at info; keep it to warnings unless asked.
-    let default = if level.contains("rumqttd") {
+type SetFilter = Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// Replaces the installed subscriber's filter (set by `init`), for a config reload.
+static SET_FILTER: OnceLock<SetFilter> = OnceLock::new();
+
+/// The filter for a configured level: the embedded broker logs every connection at info, so it is kept
+/// to warnings unless the level names it.
+fn filter_for(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    let directives = if level.contains("rumqttd") {
         level.to_string()
     } else {
         format!("{level},rumqttd=warn")
     };
+    tracing_subscriber::EnvFilter::try_new(directives).map_err(|e| e.to_string())
+}
+
+pub fn init(level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&default))
+        .or_else(|_| filter_for(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    let result = if json {
-        builder.json().flatten_event(true).try_init()
+    let (result, set): (_, SetFilter) = if json {
+        let builder = builder.json().flatten_event(true).with_filter_reloading();
+        let handle = builder.reload_handle();
+        let set = Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()));
+        (builder.try_init(), set)
     } else {
-        builder.try_init()
+        let builder = builder.with_filter_reloading();
+        let handle = builder.reload_handle();
+        let set = Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()));
+        (builder.try_init(), set)
     };
+    if result.is_ok() {
+        let _ = SET_FILTER.set(set);
+    }
     if let Err(e) = result {
         eprintln!("logging already initialised: {e}");
     }
+}
+
+/// Changes the log level of the running process (`agent.log_level` on reload). Ok(false) when it
+/// cannot apply: `RUST_LOG` is set (it overrides the config), or logging was not set up by `init`.
+pub fn set_level(level: &str) -> Result<bool, String> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        return Ok(false);
+    }
+    let Some(set) = SET_FILTER.get() else {
+        return Ok(false);
+    };
+    set(filter_for(level)?)?;
+    Ok(true)
 }

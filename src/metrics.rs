@@ -14,11 +14,14 @@ use crate::store::StoreStats;
 /// Metric name, help text, and how to read it from a device's counters.
 type DeviceCounter = (&'static str, &'static str, fn(&DeviceMetrics) -> u64);
 
+/// The running devices' counters, in config order; replaced when a reload changes the device set.
+pub type DeviceList = Arc<std::sync::RwLock<Vec<Arc<DeviceMetrics>>>>;
+
 #[derive(Clone)]
 pub struct Metrics {
     pub store: Arc<StoreStats>,
     pub forwarder: Arc<ForwarderStats>,
-    pub devices: Vec<Arc<DeviceMetrics>>,
+    pub devices: DeviceList,
 }
 
 fn escape(label: &str) -> String {
@@ -29,7 +32,16 @@ fn escape(label: &str) -> String {
 }
 
 impl Metrics {
+    /// The devices running now.
+    fn devices(&self) -> Vec<Arc<DeviceMetrics>> {
+        self.devices
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
     pub fn prometheus(&self) -> String {
+        let devices = self.devices();
         let mut out = String::with_capacity(4096);
         let s = &self.store;
         let f = &self.forwarder;
@@ -167,7 +179,7 @@ impl Metrics {
                 out,
                 "# HELP lineside_{name} {help}\n# TYPE lineside_{name} counter"
             );
-            for d in &self.devices {
+            for d in &devices {
                 let _ = writeln!(
                     out,
                     "lineside_{name}{{device=\"{}\",driver=\"{}\"}} {}",
@@ -181,7 +193,7 @@ impl Metrics {
             out,
             "# HELP lineside_device_connected 1 when the device is connected.\n# TYPE lineside_device_connected gauge"
         );
-        for d in &self.devices {
+        for d in &devices {
             let up = d.state() == lineside_drivers::DeviceState::Connected;
             let _ = writeln!(
                 out,
@@ -242,7 +254,7 @@ impl Metrics {
                 "forwarded": f.readings_forwarded.load(Relaxed),
                 "events_forwarded": f.events_forwarded.load(Relaxed),
             },
-            "devices": self.devices.iter().map(|d| json!({
+            "devices": self.devices().iter().map(|d| json!({
                 "name": d.device,
                 "driver": d.kind,
                 "state": d.state().name(),

@@ -1,57 +1,80 @@
-//! The running agent: wires drivers → store → (forwarder, SPC) and handles start-up and shutdown.
+//! The running agent: wires drivers → store → (forwarder, SPC), handles start-up, config reloads and
+//! shutdown.
 
+mod devices;
 mod echo;
+mod reload;
 pub mod systemd;
+mod uplink;
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chrono::Utc;
-use lineside_drivers::{DeviceContext, DeviceMetrics};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AgentConfig, BrokerUrl, Config, Echo, MqttConfig, StoreConfig};
-use crate::forward::{Forwarder, ForwarderStats, Topics};
-use crate::metrics::Metrics;
-use crate::store::Store;
+pub use devices::DeviceChanges;
+pub use reload::{AgentControl, Outcome, ReloadError, ReloadHandle};
 
-/// How long devices get to stop, and the forwarder to hand over its last acknowledgements, at shutdown.
-const DEVICE_STOP: Duration = Duration::from_secs(1);
-const FORWARDER_STOP: Duration = Duration::from_millis(2500);
+use crate::config::{BrokerUrl, Config, MqttConfig};
+use crate::forward::{ForwarderStats, Topics};
+use crate::metrics::Metrics;
+use crate::spc::SpcControl;
+use crate::store::Store;
+use devices::Devices;
+use reload::Settings;
+use uplink::{Uplink, UplinkParts};
+
 /// How long SPC gets to process the last readings and persist its state at shutdown.
 const SPC_STOP: Duration = Duration::from_secs(10);
+/// How long a reload waits for SPC to take the new characteristics (it may still be replaying the
+/// store at start-up; it applies them when done either way).
+const SPC_RECONFIGURE: Duration = Duration::from_secs(30);
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Runs until `shutdown` is cancelled, then stops in order: devices, store flush, SPC, forwarder, store.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+/// What the status message reports about the config; replaced by a reload.
+#[derive(Debug, Default)]
+struct ConfigState {
+    hash: String,
+    /// Changed keys that wait for a restart.
+    pending_restart: Vec<String>,
+}
+
+/// Runs until `control.shutdown` is cancelled, then stops in order: devices, store flush, SPC,
+/// forwarder, store. With a reload handle (see [`AgentControl::with_reload`]) the config can be re-read
+/// meanwhile. A plain `CancellationToken` converts into a control without reloads.
+pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()> {
+    let AgentControl {
+        shutdown,
+        mut reload,
+    } = control.into();
     let started = Utc::now();
     // Devices are Send but not Sync: take them out so no borrow of them lives across an await.
     let Config {
         devices,
         characteristics,
+        device_tables,
+        agent,
+        store,
+        mqtt,
+        hash,
         ..
     } = config;
-    let config = Settings {
-        agent: config.agent,
-        store: config.store,
-        mqtt: config.mqtt,
-        hash: config.hash,
-    };
-    if config.mqtt.embedded_broker {
-        start_embedded_broker(&config.mqtt).await?;
+    let settings = Settings { agent, store, mqtt };
+    if settings.mqtt.embedded_broker {
+        start_embedded_broker(&settings.mqtt).await?;
     }
-    std::fs::create_dir_all(&config.agent.state_dir).with_context(|| {
-        format!(
-            "cannot create the state directory {}",
-            config.agent.state_dir.display()
-        )
-    })?;
+    let state_dir = settings.agent.state_dir.clone();
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
     // Shared with the SPC task, which stores its alarm events; closed once that task has ended.
     let store = Arc::new(
-        Store::open(&config.store, config.agent.ingest_queue).context("opening the store")?,
+        Store::open(&settings.store, settings.agent.ingest_queue).context("opening the store")?,
     );
     tracing::info!(path = %store.path().display(), last_seq = store.watch_committed().borrow().readings, "store open");
 
@@ -64,90 +87,43 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         store.clone(),
         side_tx,
         commands_rx,
-        crate::spc::SpcTopics::new(&config.mqtt.topic_prefix, &config.agent.id),
-        &config.agent.state_dir,
+        crate::spc::SpcTopics::new(&settings.mqtt.topic_prefix, &settings.agent.id),
+        &state_dir,
     );
+    let spc_control = spc.control();
 
-    let devices_stop = CancellationToken::new();
-    let mut device_metrics = Vec::new();
-    let mut device_tasks = Vec::new();
-    for device in devices {
-        let metrics = Arc::new(DeviceMetrics::new(device.name(), device.kind()));
-        device_metrics.push(metrics.clone());
-        let ctx = DeviceContext {
-            sink: store.sink(),
-            metrics,
-            shutdown: devices_stop.clone(),
-            state_dir: config.agent.state_dir.clone(),
-        };
-        tracing::info!(
-            device = device.name(),
-            driver = device.kind(),
-            "starting device"
-        );
-        device_tasks.push(tokio::spawn(device.run(ctx)));
-    }
-
-    let forwarder_stats = Arc::new(ForwarderStats::default());
     let metrics = Metrics {
         store: store.stats(),
-        forwarder: forwarder_stats.clone(),
-        devices: device_metrics,
+        forwarder: Arc::new(ForwarderStats::default()),
+        devices: Arc::new(RwLock::new(Vec::new())),
     };
-    let status = {
-        let metrics = metrics.clone();
-        let agent = config.agent.id.clone();
-        let hash = config.hash.clone();
-        Arc::new(move |state: &str| {
-            serde_json::json!({
-                "agent": agent,
-                "state": state,
-                "version": VERSION,
-                "config_hash": format!("sha256:{hash}"),
-                "started": crate::forward::rfc3339(started),
-                "ts": crate::forward::rfc3339(Utc::now()),
-                "metrics": metrics.json(),
-            })
-        })
-    };
-    let topics = Topics::new(&config.mqtt.topic_prefix, &config.agent.id);
-    let forwarder = Forwarder {
-        cfg: config.mqtt.clone(),
-        agent_id: config.agent.id.clone(),
-        topics: topics.clone(),
-        reader: store.reader().context("opening a store reader")?,
-        acker: store.acker(),
-        committed: store.watch_committed(),
-        stats: forwarder_stats,
-        status,
-        commands: commands_tx,
-        side: side_rx,
-    };
-    let mqtt_options = forwarder.mqtt_options()?;
-    let forwarder_stop = CancellationToken::new();
-    let forwarder_task = tokio::spawn(forwarder.run(forwarder_stop.clone()));
+    let mut running = Devices::new(store.sink(), state_dir.clone(), metrics.devices.clone());
+    running.start_all(devices, &device_tables);
+
+    let config_state = Arc::new(RwLock::new(ConfigState {
+        hash,
+        pending_restart: Vec::new(),
+    }));
+    let status = status_fn(&settings.agent.id, started, &metrics, &config_state);
+    let uplink = Uplink::start(
+        UplinkParts {
+            agent_id: settings.agent.id.clone(),
+            topics: Topics::new(&settings.mqtt.topic_prefix, &settings.agent.id),
+            store: store.clone(),
+            stats: metrics.forwarder.clone(),
+            status,
+            commands: commands_tx,
+            side: side_rx,
+        },
+        &settings.mqtt,
+        settings.agent.echo,
+    )?;
 
     let aux_stop = CancellationToken::new();
-    if config.agent.echo != Echo::Off {
-        let base = format!("{}/{}", config.mqtt.topic_prefix, config.agent.id);
-        tokio::spawn(echo::run(
-            mqtt_options,
-            base,
-            config.agent.echo,
-            aux_stop.clone(),
-        ));
-    }
-    if let Some(addr) = config.agent.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-        tracing::info!(%addr, "serving metrics at /metrics and /status");
-        tokio::spawn(crate::metrics::serve(
-            listener,
-            metrics.clone(),
-            aux_stop.clone(),
-        ));
-    }
+    let metrics_server = match settings.agent.metrics_listen {
+        Some(addr) => Some(serve_metrics(addr, &metrics).await?),
+        None => None,
+    };
     {
         let committed = store.watch_committed();
         tokio::spawn(systemd::watchdog(
@@ -158,17 +134,44 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let spc_stop = CancellationToken::new();
     let spc_task = tokio::spawn(spc.run(spc_stop.clone()));
     systemd::notify_ready();
-    tracing::info!(agent = %config.agent.id, version = VERSION, "lineside running");
+    tracing::info!(agent = %settings.agent.id, version = VERSION, "lineside running");
 
-    shutdown.cancelled().await;
-    systemd::notify_stopping();
-    tracing::info!("stopping");
-    devices_stop.cancel();
-    for task in device_tasks {
-        if tokio::time::timeout(DEVICE_STOP, task).await.is_err() {
-            tracing::warn!("a device did not stop in time");
+    let mut agent = Agent {
+        settings,
+        config_state,
+        devices: running,
+        spc: spc_control,
+        uplink,
+        metrics,
+        metrics_server,
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            req = async {
+                match reload.as_mut() {
+                    Some((rx, _)) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some(req) = req else {
+                    reload = None; // every handle is gone
+                    continue;
+                };
+                let Some((_, path)) = &reload else { continue };
+                systemd::notify_reloading();
+                let outcome = agent.reload(path).await;
+                systemd::notify_ready();
+                if let Some(reply) = req.reply {
+                    let _ = reply.send(outcome);
+                }
+            }
         }
     }
+
+    systemd::notify_stopping();
+    tracing::info!("stopping");
+    agent.devices.stop_all().await;
     if let Err(e) = store.flush().await {
         tracing::error!(error = %e, "final flush failed");
     }
@@ -180,11 +183,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         Err(_) => tracing::warn!("SPC did not stop in time"),
         _ => {}
     }
-    forwarder_stop.cancel();
-    match tokio::time::timeout(FORWARDER_STOP, forwarder_task).await {
-        Ok(Ok(Err(e))) => tracing::error!(error = %e, "forwarder failed"),
-        Err(_) => tracing::warn!("forwarder did not stop in time"),
-        _ => {}
+    agent.uplink.close().await;
+    if let Some(server) = agent.metrics_server.take() {
+        server.stop.cancel();
     }
     aux_stop.cancel();
     match Arc::try_unwrap(store) {
@@ -198,18 +199,236 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     Ok(())
 }
 
-/// The parts of the config the runtime keeps after the devices have been started.
-struct Settings {
-    agent: AgentConfig,
-    store: StoreConfig,
-    mqtt: MqttConfig,
-    hash: String,
+/// The parts of the running agent a reload changes.
+struct Agent {
+    /// The settings in effect (restart-only keys keep their start-up values).
+    settings: Settings,
+    config_state: Arc<RwLock<ConfigState>>,
+    devices: Devices,
+    spc: SpcControl,
+    uplink: Uplink,
+    metrics: Metrics,
+    metrics_server: Option<MetricsServer>,
+}
+
+struct MetricsServer {
+    stop: CancellationToken,
+}
+
+impl Agent {
+    /// Re-reads the config and applies it; an invalid one changes nothing. Every outcome is logged.
+    async fn reload(&mut self, path: &Path) -> Result<Outcome, ReloadError> {
+        tracing::info!(config = %path.display(), "reloading the config");
+        let loaded = {
+            let path = path.to_path_buf();
+            tokio::task::spawn_blocking(move || crate::config::load(&path)).await
+        };
+        let cfg = match loaded {
+            Ok(Ok(cfg)) => cfg,
+            Ok(Err(errors)) => {
+                for e in &errors.0 {
+                    tracing::error!("{e}");
+                }
+                tracing::error!(
+                    errors = errors.0.len(),
+                    config = %path.display(),
+                    "config reload rejected: the running config stays (check with `lineside check`)"
+                );
+                return Err(ReloadError::Invalid(errors));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "config reload failed");
+                return Err(ReloadError::Stopped);
+            }
+        };
+        let Config {
+            devices,
+            characteristics,
+            device_tables,
+            agent,
+            store,
+            mqtt,
+            hash,
+            files,
+            ..
+        } = cfg;
+        let plan = reload::plan(&self.settings, &Settings { agent, store, mqtt });
+        let mut outcome = Outcome {
+            needs_restart: plan.needs_restart.clone(),
+            ..Outcome::default()
+        };
+
+        // SPC first: the first readings of an added device are then live to the characteristics
+        // that chart them.
+        match tokio::time::timeout(SPC_RECONFIGURE, self.spc.reconfigure(characteristics)).await {
+            Ok(Ok(changes)) => outcome.characteristics = Some(changes),
+            Ok(Err(e)) => outcome.failed.push(format!("characteristics: {e:#}")),
+            Err(_) => tracing::warn!(
+                "SPC is still replaying the store; it applies the new characteristics when done"
+            ),
+        }
+        outcome.devices = self.devices.apply(devices, &device_tables).await;
+        self.apply_settings(plan, &mut outcome).await;
+
+        if let Ok(mut state) = self.config_state.write() {
+            state.hash = hash;
+            state.pending_restart = outcome.needs_restart.clone();
+        }
+        log_outcome(&outcome, &files);
+        Ok(outcome)
+    }
+
+    /// Applies the section changes that can be applied while running; what fails keeps its running
+    /// value.
+    async fn apply_settings(&mut self, plan: reload::Plan, outcome: &mut Outcome) {
+        let mut next = plan.effective;
+        if plan.log_level {
+            match crate::logging::set_level(&next.agent.log_level) {
+                Ok(true) => outcome.applied.push("agent.log_level".into()),
+                Ok(false) => outcome.failed.push(
+                    "agent.log_level: RUST_LOG is set and overrides it (or logging was set up elsewhere)"
+                        .into(),
+                ),
+                Err(e) => {
+                    outcome.failed.push(format!("agent.log_level: {e}"));
+                    next.agent.log_level = self.settings.agent.log_level.clone();
+                }
+            }
+        }
+        if plan.metrics_listen {
+            match next.agent.metrics_listen {
+                Some(addr) => match serve_metrics(addr, &self.metrics).await {
+                    Ok(server) => {
+                        if let Some(old) = self.metrics_server.replace(server) {
+                            old.stop.cancel();
+                        }
+                        outcome.applied.push("agent.metrics_listen".into());
+                    }
+                    Err(e) => {
+                        outcome.failed.push(format!("agent.metrics_listen: {e:#}"));
+                        next.agent.metrics_listen = self.settings.agent.metrics_listen;
+                    }
+                },
+                None => {
+                    if let Some(old) = self.metrics_server.take() {
+                        old.stop.cancel();
+                    }
+                    outcome.applied.push("agent.metrics_listen".into());
+                }
+            }
+        }
+        if plan.mqtt {
+            match self.uplink.restart(&next.mqtt, next.agent.echo).await {
+                Ok(()) => outcome.applied.push("mqtt (forwarder restarted)".into()),
+                Err(e) => {
+                    outcome.failed.push(format!("mqtt: {e:#}"));
+                    next.mqtt = self.settings.mqtt.clone();
+                }
+            }
+        }
+        if plan.echo && !plan.mqtt {
+            match self.uplink.restart_echo(&next.mqtt, next.agent.echo) {
+                Ok(()) => outcome.applied.push("agent.echo".into()),
+                Err(e) => {
+                    outcome.failed.push(format!("agent.echo: {e:#}"));
+                    next.agent.echo = self.settings.agent.echo;
+                }
+            }
+        } else if plan.echo {
+            outcome.applied.push("agent.echo".into());
+        }
+        self.settings = next;
+    }
+}
+
+fn log_outcome(outcome: &Outcome, files: &[std::path::PathBuf]) {
+    let d = &outcome.devices;
+    let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    match &outcome.characteristics {
+        Some(c) => tracing::info!(
+            files = ?files,
+            devices_added = ?d.added,
+            devices_removed = ?d.removed,
+            devices_restarted = ?d.restarted,
+            devices_unchanged = d.unchanged,
+            characteristics_added = ?c.added,
+            characteristics_removed = ?c.removed,
+            characteristics_rebuilt = ?c.rebuilt,
+            characteristics_updated = ?c.updated,
+            applied = ?outcome.applied,
+            "config reloaded"
+        ),
+        None => tracing::info!(
+            files = ?files,
+            devices_added = ?d.added,
+            devices_removed = ?d.removed,
+            devices_restarted = ?d.restarted,
+            devices_unchanged = d.unchanged,
+            applied = ?outcome.applied,
+            "config reloaded (characteristics pending)"
+        ),
+    }
+    for f in &outcome.failed {
+        tracing::error!(problem = %f, "part of the new config was not applied; its running value stays");
+    }
+    if !outcome.needs_restart.is_empty() {
+        tracing::warn!(
+            keys = ?outcome.needs_restart,
+            "these settings changed but only take effect after a restart (`systemctl restart lineside`); \
+             their running values stay until then"
+        );
+    }
+}
+
+/// The body of the status message: identity, config, counters (devices as they run now).
+fn status_fn(
+    agent_id: &str,
+    started: chrono::DateTime<Utc>,
+    metrics: &Metrics,
+    config: &Arc<RwLock<ConfigState>>,
+) -> uplink::StatusFn {
+    let metrics = metrics.clone();
+    let agent = agent_id.to_string();
+    let config = config.clone();
+    Arc::new(move |state: &str| {
+        let (hash, pending) = match config.read() {
+            Ok(c) => (c.hash.clone(), c.pending_restart.clone()),
+            Err(_) => (String::new(), Vec::new()),
+        };
+        let mut body = serde_json::json!({
+            "agent": agent,
+            "state": state,
+            "version": VERSION,
+            "config_hash": format!("sha256:{hash}"),
+            "started": crate::forward::rfc3339(started),
+            "ts": crate::forward::rfc3339(Utc::now()),
+            "metrics": metrics.json(),
+        });
+        if !pending.is_empty() {
+            body["config_pending_restart"] = serde_json::json!(pending);
+        }
+        body
+    })
+}
+
+async fn serve_metrics(addr: SocketAddr, metrics: &Metrics) -> Result<MetricsServer> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    tracing::info!(%addr, "serving metrics at /metrics and /status");
+    let stop = CancellationToken::new();
+    tokio::spawn(crate::metrics::serve(
+        listener,
+        metrics.clone(),
+        stop.clone(),
+    ));
+    Ok(MetricsServer { stop })
 }
 
 #[cfg(feature = "embedded-broker")]
 async fn start_embedded_broker(mqtt: &MqttConfig) -> Result<()> {
     let url = BrokerUrl::parse(&mqtt.url).map_err(anyhow::Error::msg)?;
-    let addr: std::net::SocketAddr = format!(
+    let addr: SocketAddr = format!(
         "{}:{}",
         if url.host == "localhost" {
             "127.0.0.1"

@@ -1,4 +1,5 @@
-//! systemd integration: READY once the agent runs, watchdog pings while it is healthy.
+//! systemd integration: READY once the agent runs (and again after a reload), watchdog pings while it is
+//! healthy.
 
 use std::time::Duration;
 
@@ -8,6 +9,11 @@ pub fn notify_ready() {
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::debug!(error = %e, "sd_notify READY failed (not under systemd?)");
     }
+}
+
+/// A reload has started; `notify_ready` says it is over.
+pub fn notify_reloading() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
 }
 
 pub fn notify_stopping() {

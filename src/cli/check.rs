@@ -1,4 +1,5 @@
-//! `lineside check`: every problem with file:line and key, exit code 2 on error.
+//! `lineside check`: every problem with file:line and key, exit code 2 on error. Checks the config merged
+//! with the `conf.d/*.toml` files next to it, and lists the files it read.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ pub fn run(path: &Path, plan: bool) -> ExitCode {
                 cfg.characteristics.len(),
                 cfg.mqtt.url
             );
+            print_files(&cfg.files);
             if plan {
                 for d in &cfg.devices {
                     match d.plan() {
@@ -34,7 +36,20 @@ pub fn run(path: &Path, plan: bool) -> ExitCode {
                 eprintln!("{e}");
             }
             eprintln!("{} error(s) in {}", errors.0.len(), path.display());
+            if let Ok(files) = crate::config::files(path)
+                && files.len() > 1
+            {
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                eprintln!("files read: {}", names.join(", "));
+            }
             ExitCode::from(2)
         }
+    }
+}
+
+/// The files the config was merged from (the main file, then conf.d in order).
+fn print_files(files: &[std::path::PathBuf]) {
+    for f in files {
+        println!("  read {}", f.display());
     }
 }

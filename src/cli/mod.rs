@@ -1,4 +1,4 @@
-//! The command line: `lineside run | check | demo` and the commissioning tools per protocol.
+//! The command line: `lineside run | check | status | demo` and the commissioning tools per protocol.
 
 mod check;
 #[cfg(feature = "embedded-broker")]
@@ -9,6 +9,7 @@ mod modbus;
 mod opcua;
 #[cfg(feature = "serial")]
 mod serial;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,18 +32,21 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the agent with a config file.
+    /// Run the agent with a config file (and `conf.d/*.toml` next to it). SIGHUP re-reads them.
     Run {
         #[arg(long, short, default_value = "/etc/lineside/lineside.toml")]
         config: PathBuf,
     },
-    /// Validate a config file without touching any device; exit code 2 when it has errors.
+    /// Validate a config file (merged with `conf.d/*.toml` next to it) without touching any device; exit
+    /// code 2 when it has errors.
     Check {
         config: PathBuf,
         /// Also print each device's request plan.
         #[arg(long)]
         plan: bool,
     },
+    /// Show the running agent's devices, backlog and alarms.
+    Status(status::Args),
     /// Run a simulated line with an in-process broker and print what arrives upstream. Needs no files and
     /// no hardware.
     Demo {
@@ -79,8 +83,9 @@ pub fn main() -> ExitCode {
             };
             let json = cli.log_json || cfg.agent.log_format == crate::config::LogFormat::Json;
             crate::logging::init(&cfg.agent.log_level, json);
-            run_agent(cfg)
+            run_agent(cfg, config)
         }
+        Command::Status(args) => status::run(args),
         #[cfg(feature = "embedded-broker")]
         Command::Demo { duration } => {
             crate::logging::init("info", cli.log_json);
@@ -128,8 +133,8 @@ fn tool(
     }
 }
 
-/// Runs the agent on a multi-threaded runtime until SIGTERM or SIGINT.
-pub fn run_agent(cfg: crate::config::Config) -> ExitCode {
+/// Runs the agent on a multi-threaded runtime until SIGTERM or SIGINT; SIGHUP re-reads `config_path`.
+pub fn run_agent(cfg: crate::config::Config, config_path: PathBuf) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -142,8 +147,10 @@ pub fn run_agent(cfg: crate::config::Config) -> ExitCode {
     };
     runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        match crate::agent::run(cfg, shutdown).await {
+        let (control, reload) =
+            crate::agent::AgentControl::with_reload(shutdown.clone(), config_path);
+        tokio::spawn(handle_signals(shutdown, Some(reload)));
+        match crate::agent::run(cfg, control).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = format!("{e:#}"), "lineside stopped with an error");
@@ -153,18 +160,46 @@ pub fn run_agent(cfg: crate::config::Config) -> ExitCode {
     })
 }
 
+/// Cancels `shutdown` on SIGTERM or SIGINT. SIGHUP is ignored (with a log line): there is no config
+/// file to re-read.
 pub async fn stop_on_signal(shutdown: tokio_util::sync::CancellationToken) {
+    handle_signals(shutdown, None).await
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT; SIGHUP asks the agent to re-read its config.
+pub async fn handle_signals(
+    shutdown: tokio_util::sync::CancellationToken,
+    reload: Option<crate::agent::ReloadHandle>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM received");
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT received");
+                break;
+            }
+            _ = hup.recv() => match &reload {
+                Some(r) => {
+                    tracing::info!("SIGHUP received: reloading the config");
+                    if !r.request() {
+                        tracing::warn!("the agent is not running; SIGHUP ignored");
+                    }
+                }
+                None => tracing::warn!("SIGHUP received: this agent has no config file to re-read; ignored"),
+            },
+        }
     }
     shutdown.cancel();
 }

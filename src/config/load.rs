@@ -1,16 +1,17 @@
 //! Loading and validating a config file, collecting every problem with its file, line and key.
 //!
-//! Approach: parse once with spans (`toml::de::DeTable`) to index every key path to its position, parse
-//! again into plain values, then deserialize each section and each device on its own so that one mistake
-//! does not hide the next. serde_path_to_error gives the key path of each error; the index turns it into a
+//! Approach: parse each file once with spans (`toml::de::DeTable`) to index every key path to its file and
+//! position, merge the files (see `merge`), then deserialize each section and each device on its own so
+//! that one mistake does not hide the next. serde_path_to_error gives the key path of each error; the index turns it into a
 //! line and column.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use toml::de::{DeTable, DeValue};
+
+use super::merge::{self, Pos, Source, join};
 
 use super::types::{
     AgentConfig, BrokerUrl, CharacteristicAgentKeys, CharacteristicConfig, Config, MqttConfig,
@@ -45,7 +46,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Every problem found in one file.
+/// Every problem found in a configuration (its main file and conf.d files).
 #[derive(Debug, Clone)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
@@ -63,51 +64,62 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Reads and validates a config file.
+/// Reads and validates a config file and the `conf.d/*.toml` files next to it (merged in name order).
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            key: String::new(),
-            message: format!("cannot read the file: {e}"),
-        }])
-    })?;
-    load_str(path, &text)
-}
-
-/// Validates config text; `path` is used in messages and as `Config::source`.
-pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
-    let mut cx = Checker {
-        file: path.to_path_buf(),
-        text,
-        spans: HashMap::new(),
-        errors: Vec::new(),
+    let unreadable = |file: &Path, message: String| ConfigError {
+        file: file.to_path_buf(),
+        line: 0,
+        column: 0,
+        key: String::new(),
+        message,
     };
-    match DeTable::parse(text) {
-        Ok(doc) => index_table(&mut cx.spans, "", doc.get_ref()),
-        Err(e) => {
-            let pos = e.span().map(|s| s.start).unwrap_or(0);
-            cx.push_at(
-                pos,
-                "",
-                format!("TOML syntax error: {}", e.message().trim()),
-            );
-            return Err(ConfigErrors(cx.errors));
+    let files = merge::files(path).map_err(|m| ConfigErrors(vec![unreadable(path, m)]))?;
+    let mut sources = Vec::with_capacity(files.len());
+    let mut errors = Vec::new();
+    for file in files {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => sources.push(Source { path: file, text }),
+            Err(e) => errors.push(unreadable(&file, format!("cannot read the file: {e}"))),
         }
     }
-    let root: toml::Table = match toml::from_str(text) {
-        Ok(t) => t,
-        Err(e) => {
-            cx.push_at(
-                e.span().map(|s| s.start).unwrap_or(0),
-                "",
-                e.message().trim().to_string(),
-            );
-            return Err(ConfigErrors(cx.errors));
-        }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    load_sources(path, sources)
+}
+
+/// The files `load` reads for `path`: the file itself, then `conf.d/*.toml` next to it in name order.
+pub fn files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    merge::files(path)
+}
+
+/// Validates config text; `path` is used in messages and as `Config::source`. No conf.d is read.
+pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    load_sources(
+        path,
+        vec![Source {
+            path: path.to_path_buf(),
+            text: text.to_string(),
+        }],
+    )
+}
+
+/// Merges and validates the sources; the first is the main file.
+fn load_sources(path: &Path, sources: Vec<Source>) -> Result<Config, ConfigErrors> {
+    let (merged, merge_errors) = merge::merge(&sources);
+    let mut cx = Checker {
+        sources: &sources,
+        spans: merged.spans,
+        errors: Vec::new(),
     };
+    let syntax = merge_errors.iter().any(|e| e.syntax);
+    for e in merge_errors {
+        cx.push_at(e.at, &e.key, e.message);
+    }
+    if syntax {
+        return Err(cx.into_errors());
+    }
+    let root = merged.root;
 
     for key in root.keys() {
         if !SECTIONS.contains(&key.as_str()) {
@@ -150,8 +162,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let characteristics = cx.characteristics(&root, &devices);
 
     if !cx.errors.is_empty() {
-        cx.errors.sort_by_key(|e| (e.line, e.column));
-        return Err(ConfigErrors(cx.errors));
+        return Err(cx.into_errors());
     }
     let (Some(mut agent), Some(mqtt)) = (agent, mqtt) else {
         unreachable!("missing required sections are reported as errors above");
@@ -160,9 +171,12 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let base = path.parent().unwrap_or(Path::new("."));
     agent.state_dir = resolve(base, &agent.state_dir);
     store.path = resolve(&agent.state_dir, &store.path);
+    let device_tables = device_tables(&root);
     Ok(Config {
         source: path.to_path_buf(),
-        hash: sha256_hex(text.as_bytes()),
+        hash: hash(&sources),
+        files: sources.iter().map(|s| s.path.clone()).collect(),
+        device_tables,
         agent,
         store,
         mqtt,
@@ -179,36 +193,86 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+/// SHA-256 of the config: of the file's bytes for a single file (so the hash of a config without
+/// conf.d does not change), else of every file's name and bytes in order.
+fn hash(sources: &[Source]) -> String {
+    let digest = match sources {
+        [one] => ring::digest::digest(&ring::digest::SHA256, one.text.as_bytes()),
+        many => {
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            for s in many {
+                ctx.update(s.path.as_os_str().as_encoded_bytes());
+                ctx.update(&[0]);
+                ctx.update(&(s.text.len() as u64).to_le_bytes());
+                ctx.update(s.text.as_bytes());
+            }
+            ctx.finish()
+        }
+    };
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Each enabled device's whole `[[device]]` table by name: what a reload compares to tell a changed
+/// device from an unchanged one.
+fn device_tables(root: &toml::Table) -> BTreeMap<String, toml::Table> {
+    let Some(toml::Value::Array(items)) = root.get("device") else {
+        return BTreeMap::new();
+    };
+    items
+        .iter()
+        .filter_map(|d| d.as_table())
+        .filter(|d| d.get("enabled").and_then(|e| e.as_bool()) != Some(false))
+        .filter_map(|d| Some((d.get("name")?.as_str()?.to_string(), d.clone())))
+        .collect()
+}
+
 struct Checker<'a> {
-    file: PathBuf,
-    text: &'a str,
-    /// Key path → byte offset of the key (or the table header) in the file.
-    spans: HashMap<String, usize>,
+    sources: &'a [Source],
+    /// Key path → file and byte offset of the key (or the table header).
+    spans: HashMap<String, Pos>,
     errors: Vec<ConfigError>,
 }
 
 impl Checker<'_> {
-    fn push_at(&mut self, offset: usize, key: &str, message: String) {
-        let before = &self.text[..offset.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before
-            .rsplit('\n')
-            .next()
-            .map(|l| l.chars().count())
-            .unwrap_or(0)
-            + 1;
+    fn main_file(&self) -> PathBuf {
+        self.sources
+            .first()
+            .map(|s| s.path.clone())
+            .unwrap_or_default()
+    }
+
+    fn push_at(&mut self, at: Pos, key: &str, message: String) {
+        let (file, (line, column)) = match self.sources.get(at.file) {
+            Some(s) => (s.path.clone(), merge::line_col(&s.text, at.offset)),
+            None => (self.main_file(), (0, 0)),
+        };
         self.errors.push(ConfigError {
-            file: self.file.clone(),
+            file,
             line,
             column,
             key: key.to_string(),
             message,
         });
+    }
+
+    /// Every error, in file order, then by position.
+    fn into_errors(mut self) -> ConfigErrors {
+        let order: HashMap<PathBuf, usize> = self
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.path.clone(), i))
+            .collect();
+        self.errors
+            .sort_by_key(|e| (order.get(&e.file).copied().unwrap_or(0), e.line, e.column));
+        ConfigErrors(self.errors)
+    }
+
+    /// `file:line:column` of a key, for messages that point at a second place.
+    fn place(&self, key: &str) -> Option<String> {
+        self.spans
+            .get(key)
+            .map(|p| merge::describe(self.sources, *p))
     }
 
     /// Reports at the position of `key`, or of its nearest ancestor that has one.
@@ -223,8 +287,9 @@ impl Checker<'_> {
                 None => break,
             }
         }
+        let file = self.main_file();
         self.errors.push(ConfigError {
-            file: self.file.clone(),
+            file,
             line: 0,
             column: 0,
             key: key.to_string(),
@@ -425,9 +490,17 @@ impl Checker<'_> {
                 );
             }
             if let Some(first) = names.insert(name.clone(), i) {
+                let first_key = format!("device[{first}]");
+                let elsewhere = match (self.spans.get(&first_key), self.spans.get(&at)) {
+                    (Some(a), Some(b)) if a.file != b.file => self
+                        .place(&format!("{first_key}.name"))
+                        .map(|p| format!(" in {p}"))
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
                 self.push(
                     &format!("{at}.name"),
-                    format!("duplicate device name `{name}` (also device[{first}])"),
+                    format!("duplicate device name `{name}` (also {first_key}{elsewhere})"),
                 );
             }
             let driver = match table.remove("driver") {
@@ -526,7 +599,7 @@ impl Checker<'_> {
         };
         let tags = KnownTags::new(root, devices);
         let mut out = Vec::new();
-        let mut seen = HashSet::new();
+        let mut seen = HashMap::new();
         for (i, item) in items.iter().enumerate() {
             let at = format!("characteristic[{i}]");
             let toml::Value::Table(table) = item else {
@@ -534,10 +607,15 @@ impl Checker<'_> {
                 continue;
             };
             if let Some(toml::Value::String(name)) = table.get("name") {
-                if !seen.insert(name.clone()) {
+                if let Some(first) = seen.insert(name.clone(), i) {
+                    let first = format!("characteristic[{first}]");
+                    let place = self
+                        .place(&format!("{first}.name"))
+                        .map(|p| format!(" at {p}"))
+                        .unwrap_or_default();
                     self.push(
                         &format!("{at}.name"),
-                        format!("duplicate characteristic `{name}`"),
+                        format!("duplicate characteristic `{name}` (also {first}{place})"),
                     );
                 }
                 if !is_plain_name(name) {
@@ -779,38 +857,6 @@ fn is_topic_prefix(p: &str) -> bool {
     !p.is_empty() && !p.contains(['+', '#']) && !p.starts_with('/') && !p.ends_with('/')
 }
 
-fn join(prefix: &str, inner: &str) -> String {
-    match (prefix.is_empty(), inner.is_empty()) {
-        (true, _) => inner.to_string(),
-        (_, true) => prefix.to_string(),
-        _ if inner.starts_with('[') => format!("{prefix}{inner}"),
-        _ => format!("{prefix}.{inner}"),
-    }
-}
-
-/// Records the position of every key and array element under `prefix`.
-fn index_table(spans: &mut HashMap<String, usize>, prefix: &str, table: &DeTable<'_>) {
-    for (key, value) in table.iter() {
-        let path = join(prefix, key.get_ref());
-        spans.insert(path.clone(), key.span().start);
-        index_value(spans, &path, value.get_ref());
-    }
-}
-
-fn index_value(spans: &mut HashMap<String, usize>, path: &str, value: &DeValue<'_>) {
-    match value {
-        DeValue::Table(t) => index_table(spans, path, t),
-        DeValue::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                let p = format!("{path}[{i}]");
-                spans.insert(p.clone(), item.span().start);
-                index_value(spans, &p, item.get_ref());
-            }
-        }
-        _ => {}
-    }
-}
-
 /// Adds a "did you mean" hint to serde's unknown-field and unknown-variant messages.
 fn explain(message: &str) -> String {
     for marker in ["unknown field `", "unknown variant `"] {
@@ -947,6 +993,76 @@ sigma = 0.1
             errs[0].message.contains("did you mean `sim`"),
             "{}",
             errs[0].message
+        );
+    }
+
+    /// Writes `main` and the conf.d files into a fresh directory; returns it and the main file's path.
+    fn with_conf_d(main: &str, extra: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lineside.toml");
+        std::fs::write(&path, main).unwrap();
+        let d = dir.path().join(merge::CONF_D);
+        std::fs::create_dir(&d).unwrap();
+        for (name, text) in extra {
+            std::fs::write(d.join(name), text).unwrap();
+        }
+        (dir, path)
+    }
+
+    const EXTRA_DEVICE: &str = "\n[[device]]\nname = \"g2\"\ndriver = \"sim\"\ninterval = \"1s\"\n[[device.tag]]\nname = \"d\"\n";
+
+    #[test]
+    fn conf_d_files_are_merged_in_name_order() {
+        let (_dir, path) = with_conf_d(
+            GOOD,
+            &[
+                ("20-more.toml", EXTRA_DEVICE),
+                ("10-agent.toml", "[agent]\nlog_level = \"debug\"\n"),
+            ],
+        );
+        let cfg = load(&path).unwrap();
+        assert_eq!(cfg.agent.log_level, "debug");
+        let names: Vec<&str> = cfg.devices.iter().map(|d| d.name()).collect();
+        assert_eq!(names, ["g1", "g2"]);
+        assert_eq!(cfg.files.len(), 3);
+        assert!(cfg.files[1].ends_with("conf.d/10-agent.toml"));
+        assert_eq!(cfg.device_tables.len(), 2);
+        assert_ne!(cfg.hash, load_str(&path, GOOD).unwrap().hash);
+    }
+
+    #[test]
+    fn an_error_in_a_conf_d_file_names_that_file_and_line() {
+        let broken = EXTRA_DEVICE.replace("interval = \"1s\"", "interval = \"soon\"");
+        let (_dir, path) = with_conf_d(GOOD, &[("10-line2.toml", &broken)]);
+        let errs = load(&path).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        let e = &errs[0];
+        assert!(e.file.ends_with("conf.d/10-line2.toml"), "{e}");
+        assert_eq!((e.line, e.key.as_str()), (5, "device[1].interval"));
+    }
+
+    #[test]
+    fn a_key_set_in_two_files_and_a_device_defined_twice() {
+        let dup = GOOD
+            .split("[[device]]")
+            .nth(1)
+            .map(|d| format!("[agent]\nstate_dir = \"/tmp/y\"\n\n[[device]]{d}"))
+            .unwrap();
+        let (_dir, path) = with_conf_d(GOOD, &[("10-x.toml", &dup)]);
+        let errs = load(&path).unwrap_err().0;
+        let twice = errs.iter().find(|e| e.key == "agent.state_dir").unwrap();
+        assert!(twice.file.ends_with("10-x.toml"), "{twice}");
+        assert_eq!(twice.line, 2);
+        assert!(
+            twice.message.contains("lineside.toml:4:1"),
+            "names the first place: {twice}"
+        );
+        let name = errs.iter().find(|e| e.key == "device[1].name").unwrap();
+        assert!(name.file.ends_with("10-x.toml"), "{name}");
+        assert!(
+            name.message.contains("(also device[0] in ")
+                && name.message.contains("lineside.toml:10:1"),
+            "{name}"
         );
     }
 }

@@ -16,8 +16,13 @@ use super::units::{opt_size, size};
 pub struct Config {
     /// The file it came from (for messages).
     pub source: PathBuf,
-    /// SHA-256 of the file's bytes, published in the birth message so upstream knows what runs.
+    /// SHA-256 of the file's bytes (of every file's, with conf.d), published in the birth message so
+    /// upstream knows what runs.
     pub hash: String,
+    /// The files read: the main file, then the conf.d files in merge order.
+    pub files: Vec<PathBuf>,
+    /// Each running device's whole `[[device]]` table by name, to tell on reload what changed.
+    pub device_tables: std::collections::BTreeMap<String, toml::Table>,
     pub agent: AgentConfig,
     pub store: StoreConfig,
     pub mqtt: MqttConfig,
@@ -30,6 +35,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("source", &self.source)
+            .field("files", &self.files)
             .field("agent", &self.agent)
             .field("store", &self.store)
             .field("mqtt", &self.mqtt)
@@ -45,7 +51,7 @@ impl fmt::Debug for Config {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// The agent's id: part of every MQTT topic. Letters, digits, `-`, `_`, `.`.
@@ -93,7 +99,7 @@ fn default_ingest_queue() -> usize {
     1024
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// Database file; relative paths resolve against `agent.state_dir`.
@@ -157,7 +163,7 @@ pub enum Synchronous {
     Full,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// `mqtts://host:8883` (TLS) or `mqtt://host:1883` (plain; only to loopback unless `allow_plaintext`).
@@ -254,7 +260,7 @@ impl fmt::Display for TagRef {
 }
 
 /// One `[[characteristic]]`: the SPC engine's spec plus what the agent needs to feed and publish it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CharacteristicConfig {
     /// The engine's spec. `spec.context` holds the context key names, in the order of `context_sources`.
     pub spec: lineside_spc::CharacteristicSpec,

@@ -29,7 +29,7 @@ mod runtime;
 
 pub use alarms::{ACK, LIMITS, OUT_OF_SPEC, RECALCULATE, REJECTED, VIOLATION};
 pub use persist::state_path;
-pub use runtime::Spc;
+pub use runtime::{Changes, Spc, SpcControl};
 
 use crate::forward::Topics;
 

@@ -32,6 +32,9 @@ use crate::config::CharacteristicConfig;
 use crate::forward::{Command, SidePublish, rfc3339};
 use crate::store::{Committed, CommittedBatch, Store, StoreReader};
 
+mod reconfigure;
+pub use reconfigure::{Changes, SpcControl};
+
 /// Readings read back from the store per query.
 const CHUNK: usize = 5000;
 /// How often the state is persisted (and at shutdown, and after a recalculation).
@@ -51,6 +54,11 @@ pub struct Spc {
     /// What the store held when SPC was created: without a usable state, that is history, replayed
     /// silently; everything after it is new and alarms.
     start_head: Committed,
+    /// New sets of characteristics from a config reload (see [`SpcControl`]).
+    reconfig: mpsc::Receiver<reconfigure::Request>,
+    /// Handed out by [`Spc::control`]; dropped when the task starts, so the channel closes with the
+    /// last control.
+    reconfig_tx: Option<mpsc::Sender<reconfigure::Request>>,
 }
 
 impl Spc {
@@ -64,7 +72,10 @@ impl Spc {
         topics: SpcTopics,
         state_dir: &std::path::Path,
     ) -> Spc {
+        let (reconfig_tx, reconfig) = mpsc::channel(4);
         Spc {
+            reconfig,
+            reconfig_tx: Some(reconfig_tx),
             chars: characteristics,
             batches: store.subscribe(),
             start_head: *store.watch_committed().borrow(),
@@ -74,6 +85,12 @@ impl Spc {
             topics,
             state_path: persist::state_path(state_dir),
         }
+    }
+
+    /// A handle to change the characteristics while the task runs (config reload). Take it before
+    /// `run`.
+    pub fn control(&self) -> SpcControl {
+        SpcControl(self.reconfig_tx.clone())
     }
 
     /// Runs until `stop`; then processes everything the store committed, persists the state and lets
@@ -92,6 +109,7 @@ impl Spc {
     }
 
     async fn run_inner(mut self, stop: CancellationToken) -> Result<()> {
+        self.reconfig_tx = None;
         let reader = self.store.reader().context("SPC: opening a store reader")?;
         let mut rt = Runtime::start(&self, reader).await?;
         let head = self.store.watch_committed().borrow().readings;
@@ -112,6 +130,7 @@ impl Spc {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_save = Instant::now() + SAVE_EVERY;
         let mut commands_open = true;
+        let mut reconfig_open = true;
         loop {
             tokio::select! {
                 biased;
@@ -132,6 +151,10 @@ impl Spc {
                 cmd = self.commands.recv(), if commands_open => match cmd {
                     Some(cmd) => rt.on_command(cmd).await,
                     None => commands_open = false,
+                },
+                req = self.reconfig.recv(), if reconfig_open => match req {
+                    Some(req) => rt.reconfigure(req, &stop).await,
+                    None => reconfig_open = false,
                 },
                 _ = tick.tick() => {
                     rt.publish_due_capability();
@@ -238,6 +261,36 @@ struct Char {
 }
 
 impl Char {
+    /// A characteristic that has seen no reading yet, with no limits and no active alarm.
+    fn new(
+        index: usize,
+        cfg: CharacteristicConfig,
+        inputs: Inputs,
+        engine: Characteristic,
+        topics: &SpcTopics,
+        now: Instant,
+    ) -> Char {
+        let ch = &cfg.spec.name;
+        Char {
+            index,
+            inputs,
+            engine,
+            fed_upto: 0,
+            silent_upto: 0,
+            restored: false,
+            limits: BTreeMap::new(),
+            active: ActiveSet::default(),
+            active_dirty: true,
+            limits_dirty: true,
+            next_capability: now + cfg.capability_interval,
+            topic_points: topics.points(ch),
+            topic_active: topics.active(ch),
+            topic_limits: topics.limits(ch),
+            topic_capability: topics.capability(ch),
+            cfg,
+        }
+    }
+
     fn name(&self) -> &str {
         &self.cfg.spec.name
     }
@@ -406,41 +459,27 @@ impl Runtime {
         for (index, (cfg, inputs)) in spc.chars.iter().cloned().zip(inputs).enumerate() {
             let saved = saved_chars.remove(&cfg.spec.name);
             let (engine, restored) = restore(&cfg.spec, saved.as_ref())?;
-            let ch = &cfg.spec.name;
-            by_name.insert(ch.clone(), index);
-            chars.push(Char {
-                index,
-                inputs,
-                engine,
-                // Restored: the engine has seen every reading up to the state's position, and the
-                // replay after it alarms. Rebuilt: every stored reading up to the store's head at
-                // start is history, replayed silently.
-                fed_upto: if restored { saved_position } else { 0 },
-                silent_upto: if restored {
-                    saved_position
-                } else {
-                    committed.readings
-                },
-                restored,
-                limits: saved
-                    .as_ref()
-                    .map(|s| {
-                        s.limits
-                            .iter()
-                            .map(|l| (l.partition.clone(), l.clone()))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                active: ActiveSet::from_saved(saved.map(|s| s.active).unwrap_or_default()),
-                active_dirty: true,
-                limits_dirty: true,
-                next_capability: now + cfg.capability_interval,
-                topic_points: spc.topics.points(ch),
-                topic_active: spc.topics.active(ch),
-                topic_limits: spc.topics.limits(ch),
-                topic_capability: spc.topics.capability(ch),
-                cfg,
-            });
+            by_name.insert(cfg.spec.name.clone(), index);
+            let mut ch = Char::new(index, cfg, inputs, engine, &spc.topics, now);
+            // Restored: the engine has seen every reading up to the state's position, and the replay
+            // after it alarms. Rebuilt: every stored reading up to the store's head at start is
+            // history, replayed silently.
+            ch.fed_upto = if restored { saved_position } else { 0 };
+            ch.silent_upto = if restored {
+                saved_position
+            } else {
+                committed.readings
+            };
+            ch.restored = restored;
+            if let Some(s) = saved {
+                ch.limits = s
+                    .limits
+                    .iter()
+                    .map(|l| (l.partition.clone(), l.clone()))
+                    .collect();
+                ch.active = ActiveSet::from_saved(s.active);
+            }
+            chars.push(ch);
         }
         let mut rt = Runtime {
             store: spc.store.clone(),
