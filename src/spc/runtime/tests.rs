@@ -216,10 +216,12 @@ struct Running {
     side: mpsc::Receiver<SidePublish>,
     commands: mpsc::UnboundedSender<Command>,
     seen: Vec<SidePublish>,
+    control: SpcControl,
 }
 
 fn start(cfg: Config, store: &Arc<Store>, dir: &std::path::Path) -> Running {
     let h = harness(cfg, store, dir);
+    let control = h.spc.control();
     let stop = CancellationToken::new();
     let task = tokio::spawn(h.spc.run(stop.clone()));
     Running {
@@ -228,6 +230,7 @@ fn start(cfg: Config, store: &Arc<Store>, dir: &std::path::Path) -> Running {
         side: h.side,
         commands: h.commands,
         seen: Vec::new(),
+        control,
     }
 }
 
@@ -468,4 +471,77 @@ rules = "limits-only"
         (v[0]["point_seq"].as_u64(), v[0]["chart"].as_str()),
         (Some(5), Some("p"))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconfiguration_adds_rebuilds_and_removes_characteristics_while_running() {
+    const FIXED: &str = r#"
+[[characteristic]]
+name = "NAME"
+source = "g/od"
+chart = "i-mr"
+limits = { centre = 10.0, sigma = 1.0 }
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let before_cfg = format!("{BASELINE}{}", FIXED.replace("NAME", "gone"));
+    let mut run = start(config(dir.path(), &before_cfg), &store, dir.path());
+    let mut xs = values(1, 30);
+    xs[25] = 20.0; // beyond every limit: an alarm for each characteristic that sees it live
+    let last = feed(&store, &xs).await;
+    run.wait_point(last).await;
+    // Alarms are stored once their batch is processed, after its points are published.
+    let alarmed = |ch: &str| {
+        events(&store, "spc.violation")
+            .iter()
+            .any(|v| v["characteristic"] == ch && v["point_seq"] == 26)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !(alarmed("od") && alarmed("gone")) {
+        assert!(tokio::time::Instant::now() < deadline, "no alarm at seq 26");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = events(&store, "spc.violation");
+
+    // od: other rules (rebuilt, keeps its computed limits); gone: removed; new: added.
+    let after_cfg = format!(
+        "{}{}",
+        BASELINE.replace("limits-only", "western-electric"),
+        FIXED.replace("NAME", "new")
+    );
+    let chars = config(dir.path(), &after_cfg).characteristics;
+    let changes = run.control.reconfigure(chars).await.unwrap();
+    assert_eq!(changes.added, ["new"]);
+    assert_eq!(changes.removed, ["gone"]);
+    assert_eq!(changes.rebuilt, ["od"]);
+    assert!(changes.updated.is_empty() && changes.failed.is_empty());
+    // Published in this order: the retained state of the rebuilt one, then the removed one's cleared.
+    let retained = run
+        .wait(|t, b| t == "ls/t/spc/od/limits" && b["charts"][0]["limits"].is_object())
+        .await;
+    assert_eq!(retained["charts"][0]["origin"], "computed");
+    run.wait(|t, b| t == "ls/t/alarms/active/gone" && b.is_null())
+        .await;
+
+    let last = feed(&store, &[10.0, 25.0]).await;
+    // In config order: od, then new.
+    run.wait(|t, b| t == "ls/t/spc/od/points" && b["seq"] == last)
+        .await;
+    run.wait(|t, b| t == "ls/t/spc/new/points" && b["seq"] == last)
+        .await;
+    run.stop().await;
+    assert_eq!(events(&store, "spc.limits").len(), 1, "no new baseline");
+    let after = events(&store, "spc.violation");
+    let new: Vec<&Json> = after.iter().skip(before.len()).collect();
+    assert!(
+        new.iter()
+            .all(|v| v["point_seq"].as_u64() > Some(30) && v["characteristic"] != "gone"),
+        "history is not alarmed again, the removed one is silent: {new:?}"
+    );
+    for ch in ["od", "new"] {
+        assert!(
+            new.iter().any(|v| v["characteristic"] == ch),
+            "{ch}: {new:?}"
+        );
+    }
 }
