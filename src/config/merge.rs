@@ -333,7 +333,7 @@ mod tests {
     fn files_lists_conf_d_in_name_order() {
         let dir = tempfile::tempdir().unwrap();
         let main = dir.path().join("lineside.toml");
-        assert_eq!(files(&main).unwrap(), [main.clone()]);
+        assert_eq!(files(&main).unwrap(), std::slice::from_ref(&main));
         let d = dir.path().join(CONF_D);
         std::fs::create_dir(&d).unwrap();
         for n in ["20-b.toml", "10-a.toml", ".#10-a.toml", "notes.txt"] {
