@@ -1,8 +1,8 @@
-//! The Debian package, as dpkg sees it: built by `scripts/package` (cargo-deb; a release build), then
+//! The Debian package, as dpkg sees it: built by `scripts/package` (cargo-deb, dev profile here), then
 //! inspected with `dpkg-deb -c` (contents), `-f`/`-I` (control), `-e` (conffiles, maintainer scripts) and
 //! `-x` (the files themselves; the packaged binary runs `--version` and `check` on the packaged config).
 //!
-//! Ignored in the default run: it needs cargo-deb (scripts/package installs it) and a release build.
+//! Ignored in the default run: it needs cargo-deb (scripts/package installs it).
 //! `scripts/test` runs it. `LINESIDE_DEB=path/to/lineside.deb` inspects an existing package instead.
 
 use std::ffi::OsStr;
@@ -22,7 +22,9 @@ fn deb() -> &'static Path {
             return PathBuf::from(p);
         }
         let mut cmd = Command::new(repo().join("scripts/package"));
-        cmd.arg("--fast").current_dir(repo());
+        // The dev profile reuses the binary `cargo test` just built: this test checks what the package
+        // holds and does, not how fast the binary is (scripts/package alone builds the release package).
+        cmd.args(["--fast", "--profile", "dev"]).current_dir(repo());
         // scripts/package defaults CARGO_TARGET_DIR like scripts/test; keep whatever this run uses.
         if std::env::var_os("CARGO_TARGET_DIR").is_none() {
             // …/target/debug/lineside → …/target
