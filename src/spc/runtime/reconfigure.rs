@@ -209,23 +209,34 @@ impl Runtime {
                 ch.inputs = inputs;
             }
         }
-        result
+        // A context tag no characteristic used before has no live value yet; the replay has the
+        // latest one it saw (as of `upto`, like every live value).
+        if matches!(result, Ok(true)) {
+            let seen: Vec<_> = router
+                .save()
+                .into_iter()
+                .filter(|s| s.text.is_some() || s.num_bits.is_some())
+                .collect();
+            self.router.restore(&seen);
+        }
+        result.map(|_| ())
     }
 
+    /// Ok(false) when stopped before the end.
     async fn replay_rows(
         &mut self,
         targets: &[usize],
         router: &mut Router,
         upto: u64,
         stop: &CancellationToken,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut after = 0;
         while after < upto {
             if stop.is_cancelled() {
                 // A half-built chart must not be saved as if it had seen everything: the next start
                 // rebuilds from the previous state instead.
                 self.replayed = false;
-                return Ok(());
+                return Ok(false);
             }
             let Some(reader) = self.reader.take() else {
                 anyhow::bail!("no store reader");
@@ -272,6 +283,6 @@ impl Runtime {
             }
             tokio::task::yield_now().await;
         }
-        Ok(())
+        Ok(true)
     }
 }

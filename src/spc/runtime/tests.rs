@@ -545,3 +545,31 @@ limits = { centre = 10.0, sigma = 1.0 }
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_characteristic_added_later_knows_the_context_stored_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let mut run = start(config(dir.path(), ""), &store, dir.path());
+    commit(
+        &store,
+        vec![
+            reading("part", Value::Str(Arc::from("P7"))),
+            reading("od", Value::F64(10.0)),
+        ],
+    )
+    .await;
+    // Nothing charts yet; a reconfiguration goes through the task's loop, so it follows the batch.
+    let changes = run
+        .control
+        .reconfigure(config(dir.path(), IMR).characteristics)
+        .await
+        .unwrap();
+    assert_eq!(changes.added, ["od"]);
+    let last = feed(&store, &[10.5]).await;
+    let point = run
+        .wait(|t, b| t == "ls/t/spc/od/points" && b["seq"] == last)
+        .await;
+    assert_eq!(point["context"], json!({"part": "P7"}), "{point}");
+    run.stop().await;
+}
