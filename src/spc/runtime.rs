@@ -424,6 +424,25 @@ struct Runtime {
 }
 
 impl Runtime {
+    /// Runs a blocking read on the store reader off the async threads. `None` when there is no reader
+    /// (a previous read task failed and took it with it).
+    async fn read_store<T: Send + 'static>(
+        &mut self,
+        read: impl FnOnce(&mut StoreReader) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<Option<T>> {
+        let Some(mut reader) = self.reader.take() else {
+            return Ok(None);
+        };
+        let (reader, result) = tokio::task::spawn_blocking(move || {
+            let result = read(&mut reader);
+            (reader, result)
+        })
+        .await
+        .context("SPC: store reader task")?;
+        self.reader = Some(reader);
+        Ok(Some(result.context("SPC: reading from the store")?))
+    }
+
     async fn start(spc: &Spc, reader: StoreReader) -> Result<Runtime> {
         let committed = spc.start_head;
         let mut state = match persist::load(&spc.state_path) {
@@ -517,18 +536,12 @@ impl Runtime {
         let mut after = since;
         let mut recalcs = Vec::new();
         loop {
-            let Some(reader) = self.reader.take() else {
+            let Some(rows) = self
+                .read_store(move |r| r.events_after(after, CHUNK))
+                .await?
+            else {
                 break;
             };
-            let (reader, rows) = tokio::task::spawn_blocking(move || {
-                let mut reader = reader;
-                let rows = reader.events_after(after, CHUNK);
-                (reader, rows)
-            })
-            .await
-            .context("SPC: reading events")?;
-            self.reader = Some(reader);
-            let rows = rows.context("SPC: reading events from the store")?;
             let Some(last) = rows.last() else { break };
             after = last.seq;
             for e in rows {
@@ -586,19 +599,13 @@ impl Runtime {
             if stop.is_some_and(|s| s.is_cancelled()) {
                 break;
             }
-            let Some(reader) = self.reader.take() else {
+            let after = self.position;
+            let Some(rows) = self
+                .read_store(move |r| r.readings_after(after, CHUNK))
+                .await?
+            else {
                 break;
             };
-            let after = self.position;
-            let (reader, rows) = tokio::task::spawn_blocking(move || {
-                let mut reader = reader;
-                let rows = reader.readings_after(after, CHUNK);
-                (reader, rows)
-            })
-            .await
-            .context("SPC: reading back from the store")?;
-            self.reader = Some(reader);
-            let rows = rows.context("SPC: reading back from the store")?;
             if rows.is_empty() {
                 // Pruned, or never committed (a gap): nothing to process up to `upto`.
                 self.position = upto;

@@ -154,37 +154,25 @@ impl StoreReader {
     }
 
     pub fn events_after(&mut self, after: u64, limit: usize) -> rusqlite::Result<Vec<StoredEvent>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, ts, kind, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(rusqlite::params![after as i64, limit as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, ts, kind, body) = row?;
-            let body = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
-            out.push(StoredEvent {
-                seq: seq as u64,
-                ts: from_micros(ts),
-                kind,
-                body,
-            });
-        }
-        Ok(out)
+        self.events_where(
+            "seq > ?1 ORDER BY seq LIMIT ?2",
+            rusqlite::params![after as i64, limit as i64],
+        )
     }
 
-    /// Events of one kind, newest last; for rebuilding alarm state.
+    /// Events whose kind starts with `kind_prefix`, oldest first; for rebuilding alarm state.
     pub fn events_of_kind(&mut self, kind_prefix: &str) -> rusqlite::Result<Vec<StoredEvent>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, ts, kind, body FROM events WHERE kind LIKE ?1 ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([format!("{kind_prefix}%")], |r| {
+        self.events_where("kind LIKE ?1 ORDER BY seq", [format!("{kind_prefix}%")])
+    }
+
+    fn events_where(
+        &mut self,
+        clause: &str,
+        params: impl rusqlite::Params,
+    ) -> rusqlite::Result<Vec<StoredEvent>> {
+        let sql = format!("SELECT seq, ts, kind, body FROM events WHERE {clause}");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params, |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,
@@ -195,6 +183,7 @@ impl StoreReader {
         let mut out = Vec::new();
         for row in rows {
             let (seq, ts, kind, body) = row?;
+            // A body that is not JSON (never written by lineside) is kept as a string, not dropped.
             let body = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
             out.push(StoredEvent {
                 seq: seq as u64,

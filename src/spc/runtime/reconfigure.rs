@@ -238,18 +238,12 @@ impl Runtime {
                 self.replayed = false;
                 return Ok(false);
             }
-            let Some(reader) = self.reader.take() else {
+            let Some(rows) = self
+                .read_store(move |r| r.readings_after(after, CHUNK))
+                .await?
+            else {
                 anyhow::bail!("no store reader");
             };
-            let (reader, rows) = tokio::task::spawn_blocking(move || {
-                let mut reader = reader;
-                let rows = reader.readings_after(after, CHUNK);
-                (reader, rows)
-            })
-            .await
-            .context("SPC: reading back from the store")?;
-            self.reader = Some(reader);
-            let rows = rows.context("SPC: reading back from the store")?;
             let Some(last) = rows.last().map(|r| r.seq) else {
                 break;
             };
