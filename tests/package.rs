@@ -25,6 +25,11 @@ fn deb() -> &'static Path {
         // The dev profile reuses the binary `cargo test` just built: this test checks what the package
         // holds and does, not how fast the binary is (scripts/package alone builds the release package).
         cmd.args(["--fast", "--profile", "dev"]).current_dir(repo());
+        // Into a directory of its own: a debug-profile package must not replace the release one that
+        // scripts/package wrote to <target>/debian/ under the same name.
+        static OUT: OnceLock<tempfile::TempDir> = OnceLock::new();
+        let out_dir = OUT.get_or_init(|| tempfile::tempdir().unwrap());
+        cmd.arg("--output").arg(out_dir.path());
         // scripts/package defaults CARGO_TARGET_DIR like scripts/test; keep whatever this run uses.
         if std::env::var_os("CARGO_TARGET_DIR").is_none() {
             // …/target/debug/lineside → …/target
