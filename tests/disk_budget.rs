@@ -28,17 +28,14 @@ fn disk(db: &std::path::Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tiny_budget_with_the_broker_down() {
     const BUDGET: u64 = 1024 * 1024;
+    // The agent reaches the broker through a proxy that stays closed until the test's subscriber is in
+    // place: otherwise the (non-retained) alarm could reach the broker before anyone listens for it.
     let broker_port = free_port(); // nothing listens here yet
+    let proxy = Proxy::start(broker_port).await;
+    proxy.cut();
     let metrics_port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let mut text = sim_config(
-        dir.path(),
-        broker_port,
-        4,
-        25,
-        "10ms",
-        "max_size = \"1MiB\"",
-    );
+    let mut text = sim_config(dir.path(), proxy.port, 4, 25, "10ms", "max_size = \"1MiB\"");
     text = text.replace(
         "[agent]\n",
         &format!("[agent]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n"),
@@ -70,9 +67,10 @@ async fn a_tiny_budget_with_the_broker_down() {
 
     // The broker comes back: the drop alarm is delivered, and data flows again.
     let addr: std::net::SocketAddr = format!("127.0.0.1:{broker_port}").parse().unwrap();
-    let sub = Subscriber::start_later(addr).await;
     lineside::broker::start(addr).unwrap();
-    sub.wait_connected().await;
+    lineside::broker::wait_ready(addr).await.unwrap();
+    let sub = Subscriber::start(broker_port, "lineside/test-gw", false).await;
+    proxy.restore();
     assert!(
         wait_for(Duration::from_secs(30), || sub
             .seen

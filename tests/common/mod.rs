@@ -263,16 +263,6 @@ impl Subscriber {
         }
     }
 
-    /// A subscriber for a broker that is not up yet: it keeps retrying until it is.
-    pub async fn start_later(addr: SocketAddr) -> Subscriber {
-        let base = "lineside/test-gw";
-        let id = format!("test-sub-{}", free_port());
-        let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
-        opts.set_keep_alive(Duration::from_secs(5));
-        opts.set_max_packet_size(16 * 1024 * 1024, 64 * 1024);
-        Self::spawn(opts, base)
-    }
-
     pub async fn wait_connected(&self) {
         wait_for(Duration::from_secs(20), || self.connected.load(Relaxed)).await;
     }
