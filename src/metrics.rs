@@ -17,11 +17,16 @@ type DeviceCounter = (&'static str, &'static str, fn(&DeviceMetrics) -> u64);
 /// The running devices' counters, in config order; replaced when a reload changes the device set.
 pub type DeviceList = Arc<std::sync::RwLock<Vec<Arc<DeviceMetrics>>>>;
 
+/// The open-alarms document of each characteristic, as last published retained on
+/// `alarms/active/<name>`; kept by the uplink relay so `/status` can show what is open now.
+pub type OpenAlarms = Arc<std::sync::RwLock<std::collections::BTreeMap<String, serde_json::Value>>>;
+
 #[derive(Clone)]
 pub struct Metrics {
     pub store: Arc<StoreStats>,
     pub forwarder: Arc<ForwarderStats>,
     pub devices: DeviceList,
+    pub alarms: OpenAlarms,
 }
 
 fn escape(label: &str) -> String {
@@ -254,6 +259,7 @@ impl Metrics {
                 "forwarded": f.readings_forwarded.load(Relaxed),
                 "events_forwarded": f.events_forwarded.load(Relaxed),
             },
+            "alarms": self.alarms.read().map(|a| a.values().cloned().collect::<Vec<_>>()).unwrap_or_default(),
             "devices": self.devices().iter().map(|d| json!({
                 "name": d.device,
                 "driver": d.kind,

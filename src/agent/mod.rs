@@ -96,6 +96,7 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
         store: store.stats(),
         forwarder: Arc::new(ForwarderStats::default()),
         devices: Arc::new(RwLock::new(Vec::new())),
+        alarms: crate::metrics::OpenAlarms::default(),
     };
     let mut running = Devices::new(store.sink(), state_dir.clone(), metrics.devices.clone());
     running.start_all(devices, &device_tables);
@@ -114,6 +115,7 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
             status,
             commands: commands_tx,
             side: side_rx,
+            open_alarms: metrics.alarms.clone(),
         },
         &settings.mqtt,
         settings.agent.echo,

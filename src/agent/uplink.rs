@@ -37,6 +37,8 @@ pub struct UplinkParts {
     pub commands: mpsc::UnboundedSender<Command>,
     /// SPC's side messages.
     pub side: mpsc::Receiver<SidePublish>,
+    /// Where the relay records the open alarms it passes on, for `/status`.
+    pub open_alarms: crate::metrics::OpenAlarms,
 }
 
 struct Running {
@@ -70,7 +72,7 @@ impl Uplink {
     /// Starts the relay and the first forwarder.
     pub fn start(parts: UplinkParts, mqtt: &MqttConfig, echo: Echo) -> Result<Uplink> {
         let (targets, targets_rx) = mpsc::unbounded_channel();
-        let relay = tokio::spawn(relay(parts.side, targets_rx));
+        let relay = tokio::spawn(relay(parts.side, targets_rx, parts.open_alarms.clone()));
         let mut uplink = Uplink {
             base: format!("{}/{}", mqtt.topic_prefix, parts.agent_id),
             agent_id: parts.agent_id,
@@ -173,11 +175,28 @@ impl Uplink {
     }
 }
 
+/// Keeps `/status`'s view of the open alarms in step with the retained `alarms/active/<name>` messages.
+fn record_open_alarms(open: &crate::metrics::OpenAlarms, m: &SidePublish) {
+    let Some((_, name)) = m.topic.rsplit_once("/alarms/active/") else {
+        return;
+    };
+    let Ok(mut open) = open.write() else { return };
+    match serde_json::from_slice::<serde_json::Value>(&m.payload) {
+        Ok(doc) if !m.payload.is_empty() => {
+            open.insert(name.to_string(), doc);
+        }
+        _ => {
+            open.remove(name);
+        }
+    }
+}
+
 /// Passes side messages to the current forwarder. A new forwarder first gets the latest payload of
 /// every retained topic: the old one's memory of them ended with it.
 async fn relay(
     mut from: mpsc::Receiver<SidePublish>,
     mut targets: mpsc::UnboundedReceiver<mpsc::Sender<SidePublish>>,
+    open_alarms: crate::metrics::OpenAlarms,
 ) {
     let mut target: Option<mpsc::Sender<SidePublish>> = None;
     let mut retained: HashMap<String, Vec<u8>> = HashMap::new();
@@ -202,11 +221,42 @@ async fn relay(
                     } else {
                         retained.insert(m.topic.clone(), m.payload.clone());
                     }
+                    record_open_alarms(&open_alarms, &m);
                 }
                 if let Some(t) = &target {
                     let _ = t.send(m).await;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod open_alarm_tests {
+    use super::*;
+
+    #[test]
+    fn retained_open_alarm_messages_are_recorded_and_cleared() {
+        let open = crate::metrics::OpenAlarms::default();
+        let side = |topic: &str, payload: &[u8]| SidePublish {
+            topic: topic.into(),
+            payload: payload.to_vec(),
+            retain: true,
+        };
+        record_open_alarms(
+            &open,
+            &side(
+                "lineside/gw/alarms/active/bore",
+                br#"{"characteristic":"bore","open":2}"#,
+            ),
+        );
+        record_open_alarms(&open, &side("lineside/gw/spc/bore/limits", br#"{"x":1}"#));
+        assert_eq!(open.read().unwrap().len(), 1);
+        assert_eq!(open.read().unwrap()["bore"]["open"], 2);
+        record_open_alarms(&open, &side("lineside/gw/alarms/active/bore", b""));
+        assert!(
+            open.read().unwrap().is_empty(),
+            "an empty retained message clears the characteristic"
+        );
     }
 }
