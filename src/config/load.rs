@@ -161,11 +161,13 @@ fn load_sources(path: &Path, sources: Vec<Source>) -> Result<Config, ConfigError
     let devices = cx.devices(&root);
     let characteristics = cx.characteristics(&root, &devices);
 
-    if !cx.errors.is_empty() {
+    // A missing required section has been reported, so both are present whenever there is no error;
+    // the check stays an error path rather than a panic.
+    let (true, Some(mut agent), Some(mqtt)) = (cx.errors.is_empty(), agent, mqtt) else {
+        if cx.errors.is_empty() {
+            cx.push("", "the [agent] and [mqtt] sections are required");
+        }
         return Err(cx.into_errors());
-    }
-    let (Some(mut agent), Some(mqtt)) = (agent, mqtt) else {
-        unreachable!("missing required sections are reported as errors above");
     };
     let mut store = store.unwrap_or_default();
     let base = path.parent().unwrap_or(Path::new("."));
