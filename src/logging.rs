@@ -10,7 +10,7 @@ static SET_FILTER: OnceLock<SetFilter> = OnceLock::new();
 
 /// The filter for a configured level: the embedded broker logs every connection at info, so it is kept
 /// to warnings unless the level names it.
-fn filter_for(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+pub fn filter_for(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
     let directives = if level.contains("rumqttd") {
         level.to_string()
     } else {

@@ -14,6 +14,7 @@ use lineside_drivers::{Device, DeviceContext, DeviceMetrics, DeviceState, Readin
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::supervise::Supervisor;
 use crate::metrics::DeviceList;
 
 /// How long a device gets to stop before its task is aborted.
@@ -42,16 +43,23 @@ pub struct Devices {
     list: DeviceList,
     sink: ReadingSink,
     state_dir: PathBuf,
+    supervisor: Supervisor,
 }
 
 impl Devices {
-    pub fn new(sink: ReadingSink, state_dir: PathBuf, list: DeviceList) -> Devices {
+    pub fn new(
+        sink: ReadingSink,
+        state_dir: PathBuf,
+        list: DeviceList,
+        supervisor: Supervisor,
+    ) -> Devices {
         Devices {
             running: HashMap::new(),
             order: Vec::new(),
             list,
             sink,
             state_dir,
+            supervisor,
         }
     }
 
@@ -80,7 +88,9 @@ impl Devices {
             state_dir: self.state_dir.clone(),
         };
         tracing::info!(device = %name, driver = device.kind(), "starting device");
-        let task = tokio::spawn(device.run(ctx));
+        let task = self
+            .supervisor
+            .spawn_until(format!("device {name}"), &stop, device.run(ctx));
         self.running.insert(
             name,
             Running {

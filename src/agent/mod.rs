@@ -3,7 +3,10 @@
 
 mod devices;
 mod echo;
+mod preflight;
 mod reload;
+mod shutdown;
+pub mod supervise;
 pub mod systemd;
 mod uplink;
 
@@ -18,7 +21,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use devices::DeviceChanges;
+pub use preflight::validate_for_run;
 pub use reload::{AgentControl, Outcome, ReloadError, ReloadHandle};
+pub use supervise::{Health, Supervisor, TaskDied};
 
 use crate::config::{BrokerUrl, Config, MqttConfig};
 use crate::forward::{ForwarderStats, Topics};
@@ -29,8 +34,6 @@ use devices::Devices;
 use reload::Settings;
 use uplink::{Uplink, UplinkParts};
 
-/// How long SPC gets to process the last readings and persist its state at shutdown.
-const SPC_STOP: Duration = Duration::from_secs(10);
 /// How long a reload waits for SPC to take the new characteristics (it may still be replaying the
 /// store at start-up; it applies them when done either way).
 const SPC_RECONFIGURE: Duration = Duration::from_secs(30);
@@ -54,6 +57,14 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
         mut reload,
     } = control.into();
     let started = Utc::now();
+    if let Err(problems) = validate_for_run(&config) {
+        anyhow::bail!("the config cannot run: {}", problems.join("; "));
+    }
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let health = Health::default();
+    let (supervisor, mut deaths) = Supervisor::new(&health);
     // Devices are Send but not Sync: take them out so no borrow of them lives across an await.
     let Config {
         devices,
@@ -98,7 +109,12 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
         devices: Arc::new(RwLock::new(Vec::new())),
         alarms: crate::metrics::OpenAlarms::default(),
     };
-    let mut running = Devices::new(store.sink(), state_dir.clone(), metrics.devices.clone());
+    let mut running = Devices::new(
+        store.sink(),
+        state_dir.clone(),
+        metrics.devices.clone(),
+        supervisor.clone(),
+    );
     running.start_all(devices, &device_tables);
 
     let config_state = Arc::new(RwLock::new(ConfigState {
@@ -116,6 +132,7 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
             commands: commands_tx,
             side: side_rx,
             open_alarms: metrics.alarms.clone(),
+            supervisor: supervisor.clone(),
         },
         &settings.mqtt,
         settings.agent.echo,
@@ -123,18 +140,27 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
 
     let aux_stop = CancellationToken::new();
     let metrics_server = match settings.agent.metrics_listen {
-        Some(addr) => Some(serve_metrics(addr, &metrics).await?),
+        Some(addr) => Some(serve_metrics(addr, &metrics, &supervisor).await?),
         None => None,
     };
     {
+        // The writer is a thread: its end shows as the committed watch closing.
+        let mut committed = store.watch_committed();
+        supervisor.spawn("store writer", async move {
+            while committed.changed().await.is_ok() {}
+        });
         let committed = store.watch_committed();
-        tokio::spawn(systemd::watchdog(
-            move || committed.has_changed().is_ok(),
-            aux_stop.clone(),
-        ));
+        health.add("store writer", move || {
+            if committed.has_changed().is_ok() {
+                Ok(())
+            } else {
+                Err("not responding".to_string())
+            }
+        });
+        tokio::spawn(systemd::watchdog(health.clone(), aux_stop.clone()));
     }
     let spc_stop = CancellationToken::new();
-    let spc_task = tokio::spawn(spc.run(spc_stop.clone()));
+    let spc_task = supervisor.spawn_until("spc", &spc_stop, spc.run(spc_stop.clone()));
     systemd::notify_ready();
     tracing::info!(agent = %settings.agent.id, version = VERSION, "lineside running");
 
@@ -146,10 +172,17 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
         uplink,
         metrics,
         metrics_server,
+        supervisor: supervisor.clone(),
+        health,
     };
+    let mut died = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            d = deaths.next() => {
+                died = Some(d);
+                break;
+            }
             req = async {
                 match reload.as_mut() {
                     Some((rx, _)) => rx.recv().await,
@@ -171,34 +204,21 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
         }
     }
 
-    systemd::notify_stopping();
-    tracing::info!("stopping");
-    agent.devices.stop_all().await;
-    if let Err(e) = store.flush().await {
-        tracing::error!(error = %e, "final flush failed");
+    supervisor.stopping();
+    shutdown::stop(shutdown::Parts {
+        agent,
+        store,
+        spc_stop,
+        spc_task,
+        aux_stop,
+    })
+    .await;
+    match died {
+        Some(d) => Err(anyhow::anyhow!(
+            "{d}; stopped so that the service manager restarts lineside"
+        )),
+        None => Ok(()),
     }
-    // SPC takes the last readings, stores its alarms and hands its messages to the forwarder first.
-    spc_stop.cancel();
-    match tokio::time::timeout(SPC_STOP, spc_task).await {
-        Ok(Ok(Err(e))) => tracing::error!(error = %e, "SPC failed"),
-        Ok(Err(e)) => tracing::error!(error = %e, "SPC task panicked"),
-        Err(_) => tracing::warn!("SPC did not stop in time"),
-        _ => {}
-    }
-    agent.uplink.close().await;
-    if let Some(server) = agent.metrics_server.take() {
-        server.stop.cancel();
-    }
-    aux_stop.cancel();
-    match Arc::try_unwrap(store) {
-        Ok(store) => tokio::task::spawn_blocking(move || store.close())
-            .await
-            .context("closing the store")?,
-        // A task that did not stop in time still holds it; the last holder closes it on drop.
-        Err(_) => tracing::warn!("the store is still in use; it closes when its last user ends"),
-    }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// The parts of the running agent a reload changes.
@@ -211,6 +231,10 @@ struct Agent {
     uplink: Uplink,
     metrics: Metrics,
     metrics_server: Option<MetricsServer>,
+    supervisor: Supervisor,
+    /// The watchdog's checks; add one with `agent.health.add(name, check)`.
+    #[allow(dead_code)]
+    health: Health,
 }
 
 struct MetricsServer {
@@ -299,7 +323,7 @@ impl Agent {
         }
         if plan.metrics_listen {
             match next.agent.metrics_listen {
-                Some(addr) => match serve_metrics(addr, &self.metrics).await {
+                Some(addr) => match serve_metrics(addr, &self.metrics, &self.supervisor).await {
                     Ok(server) => {
                         if let Some(old) = self.metrics_server.replace(server) {
                             old.stop.cancel();
@@ -413,17 +437,21 @@ fn status_fn(
     })
 }
 
-async fn serve_metrics(addr: SocketAddr, metrics: &Metrics) -> Result<MetricsServer> {
+async fn serve_metrics(
+    addr: SocketAddr,
+    metrics: &Metrics,
+    supervisor: &Supervisor,
+) -> Result<MetricsServer> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen for metrics on {addr}"))?;
     tracing::info!(%addr, "serving metrics at /metrics and /status");
     let stop = CancellationToken::new();
-    tokio::spawn(crate::metrics::serve(
-        listener,
-        metrics.clone(),
-        stop.clone(),
-    ));
+    supervisor.spawn_until(
+        "metrics server",
+        &stop,
+        crate::metrics::serve(listener, metrics.clone(), stop.clone()),
+    );
     Ok(MetricsServer { stop })
 }
 

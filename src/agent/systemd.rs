@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::supervise::Health;
+
 pub fn notify_ready() {
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::debug!(error = %e, "sd_notify READY failed (not under systemd?)");
@@ -20,21 +22,25 @@ pub fn notify_stopping() {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
 }
 
-/// Pings the watchdog at half its interval while `healthy()` holds, so a wedged agent is restarted.
-pub async fn watchdog(healthy: impl Fn() -> bool, shutdown: CancellationToken) {
+/// Pings the watchdog at half its interval while every health check holds, so a wedged or half-dead
+/// agent is restarted. A failing check is logged when it starts failing, not at every tick.
+pub async fn watchdog(health: Health, shutdown: CancellationToken) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         return;
     };
     let mut tick = tokio::time::interval((interval / 2).max(Duration::from_millis(100)));
+    let mut reported: Vec<String> = Vec::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                if healthy() {
+                let failing = health.failing();
+                if failing.is_empty() {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-                } else {
-                    tracing::error!("store writer is not responding; withholding the watchdog ping");
+                } else if failing != reported {
+                    tracing::error!(failing = ?failing, "unhealthy; withholding the watchdog ping");
                 }
+                reported = failing;
             }
         }
     }

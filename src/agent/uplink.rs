@@ -39,6 +39,8 @@ pub struct UplinkParts {
     pub side: mpsc::Receiver<SidePublish>,
     /// Where the relay records the open alarms it passes on, for `/status`.
     pub open_alarms: crate::metrics::OpenAlarms,
+    /// Watches the forwarder and the relay: one that dies stops the agent.
+    pub supervisor: super::supervise::Supervisor,
 }
 
 struct Running {
@@ -59,6 +61,7 @@ pub struct Uplink {
     targets: mpsc::UnboundedSender<mpsc::Sender<SidePublish>>,
     relay: JoinHandle<()>,
     current: Option<Running>,
+    supervisor: super::supervise::Supervisor,
 }
 
 /// A forwarder ready to run, its client options (for the echo) and the sender of its side channel.
@@ -72,7 +75,10 @@ impl Uplink {
     /// Starts the relay and the first forwarder.
     pub fn start(parts: UplinkParts, mqtt: &MqttConfig, echo: Echo) -> Result<Uplink> {
         let (targets, targets_rx) = mpsc::unbounded_channel();
-        let relay = tokio::spawn(relay(parts.side, targets_rx, parts.open_alarms.clone()));
+        let relay = parts.supervisor.spawn(
+            "relay",
+            relay(parts.side, targets_rx, parts.open_alarms.clone()),
+        );
         let mut uplink = Uplink {
             base: format!("{}/{}", mqtt.topic_prefix, parts.agent_id),
             agent_id: parts.agent_id,
@@ -84,6 +90,7 @@ impl Uplink {
             targets,
             relay,
             current: None,
+            supervisor: parts.supervisor,
         };
         let built = uplink.build(mqtt)?;
         uplink.launch(built, echo);
@@ -135,7 +142,9 @@ impl Uplink {
     fn launch(&mut self, built: Built, echo: Echo) {
         let _ = self.targets.send(built.side);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(built.forwarder.run(stop.clone()));
+        let task =
+            self.supervisor
+                .spawn_until("forwarder", &stop, built.forwarder.run(stop.clone()));
         let echo_stop = self.spawn_echo(built.opts, echo);
         self.current = Some(Running {
             stop,

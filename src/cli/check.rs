@@ -1,5 +1,6 @@
 //! `lineside check`: every problem with file:line and key, exit code 2 on error. Checks the config merged
-//! with the `conf.d/*.toml` files next to it, and lists the files it read.
+//! with the `conf.d/*.toml` files next to it (and the files it names: passwords, TLS material), runs
+//! the agent's start-up validation, prints warnings, and lists the files it read.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -7,6 +8,17 @@ use std::process::ExitCode;
 pub fn run(path: &Path, plan: bool) -> ExitCode {
     match crate::config::load(path) {
         Ok(cfg) => {
+            // The same start-up validation `run` does (one code path: what passes here starts there).
+            if let Err(problems) = crate::agent::validate_for_run(&cfg) {
+                for p in &problems {
+                    eprintln!("{}: {p}", path.display());
+                }
+                eprintln!("{} error(s) in {}", problems.len(), path.display());
+                return ExitCode::from(2);
+            }
+            for w in &cfg.warnings {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "{}: OK (agent {}, {} device(s), {} characteristic(s), broker {})",
                 path.display(),

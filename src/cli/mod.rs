@@ -145,7 +145,7 @@ pub fn run_agent(cfg: crate::config::Config, config_path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let (control, reload) =
             crate::agent::AgentControl::with_reload(shutdown.clone(), config_path);
@@ -157,7 +157,11 @@ pub fn run_agent(cfg: crate::config::Config, config_path: PathBuf) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // A task or blocking call left behind by a shutdown phase that overran must not hold the process:
+    // dropping the runtime would wait for it without bound.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(300));
+    code
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT. SIGHUP is ignored (with a log line): there is no config

@@ -113,9 +113,11 @@ impl Checker<'_> {
             };
             self.push(&join(at, &path), issue.message.clone());
         }
-        if agent.capability_interval < std::time::Duration::from_secs(1) {
-            self.push(&format!("{at}.capability_interval"), "must be at least 1s");
-        }
+        self.in_range(
+            &format!("{at}.capability_interval"),
+            agent.capability_interval,
+            super::ranges::CAPABILITY_INTERVAL,
+        );
         let source = self.tag_ref(&format!("{at}.source"), &spec.source, tags, true);
         let context_sources: Vec<Option<TagRef>> = agent
             .context

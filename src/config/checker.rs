@@ -16,6 +16,7 @@ pub(super) struct Checker<'a> {
     /// Key path → file and byte offset of the key (or the table header).
     pub(super) spans: HashMap<String, Pos>,
     pub(super) errors: Vec<ConfigError>,
+    pub(super) warnings: Vec<ConfigError>,
 }
 
 impl<'a> Checker<'a> {
@@ -24,6 +25,7 @@ impl<'a> Checker<'a> {
             sources,
             spans,
             errors: Vec::new(),
+            warnings: Vec::new(),
         }
     }
     fn main_file(&self) -> PathBuf {
@@ -34,17 +36,22 @@ impl<'a> Checker<'a> {
     }
 
     pub(super) fn push_at(&mut self, at: Pos, key: &str, message: String) {
+        let e = self.at(at, key, message);
+        self.errors.push(e);
+    }
+
+    fn at(&self, at: Pos, key: &str, message: String) -> ConfigError {
         let (file, (line, column)) = match self.sources.get(at.file) {
             Some(s) => (s.path.clone(), merge::line_col(&s.text, at.offset)),
             None => (self.main_file(), (0, 0)),
         };
-        self.errors.push(ConfigError {
+        ConfigError {
             file,
             line,
             column,
             key: key.to_string(),
             message,
-        });
+        }
     }
 
     /// Every error, in file order, then by position.
@@ -69,24 +76,34 @@ impl<'a> Checker<'a> {
 
     /// Reports at the position of `key`, or of its nearest ancestor that has one.
     pub(super) fn push(&mut self, key: &str, message: impl Into<String>) {
+        let e = self.locate(key, message.into());
+        self.errors.push(e);
+    }
+
+    /// A problem that does not stop the agent (it is printed by `check` and logged by `run`).
+    pub(super) fn warn(&mut self, key: &str, message: impl Into<String>) {
+        let e = self.locate(key, message.into());
+        self.warnings.push(e);
+    }
+
+    fn locate(&self, key: &str, message: String) -> ConfigError {
         let mut probe = key;
         loop {
             if let Some(&offset) = self.spans.get(probe) {
-                return self.push_at(offset, key, message.into());
+                return self.at(offset, key, message);
             }
             match probe.rfind(['.', '[']) {
                 Some(i) => probe = &probe[..i],
                 None => break,
             }
         }
-        let file = self.main_file();
-        self.errors.push(ConfigError {
-            file,
+        ConfigError {
+            file: self.main_file(),
             line: 0,
             column: 0,
             key: key.to_string(),
-            message: message.into(),
-        });
+            message,
+        }
     }
 
     /// Deserializes one value at `prefix`, reporting every error with its full key path: after each

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use super::checker::Checker;
 use super::error::{ConfigError, ConfigErrors};
 use super::merge::{self, Source};
+use super::read;
 use super::types::{AgentConfig, Config, MqttConfig, StoreConfig};
 
 /// Reads and validates a config file and the `conf.d/*.toml` files next to it (merged in name order).
@@ -26,15 +27,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let mut sources = Vec::with_capacity(files.len());
     let mut errors = Vec::new();
     for file in files {
-        match std::fs::read_to_string(&file) {
+        match read::bounded_text(&file, read::MAX_CONFIG_FILE) {
             Ok(text) => sources.push(Source { path: file, text }),
-            Err(e) => errors.push(unreadable(&file, format!("cannot read the file: {e}"))),
+            Err(e) => errors.push(unreadable(&file, e)),
         }
     }
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    load_sources(path, sources)
+    load_sources(path, sources, Referenced::Check)
 }
 
 /// The files `load` reads for `path`: the file itself, then `conf.d/*.toml` next to it in name order.
@@ -42,7 +43,8 @@ pub fn files(path: &Path) -> Result<Vec<PathBuf>, String> {
     merge::files(path)
 }
 
-/// Validates config text; `path` is used in messages and as `Config::source`. No conf.d is read.
+/// Validates config text; `path` is used in messages and as `Config::source`. No conf.d is read, and
+/// neither are the files the config names (passwords, TLS material): `load` checks those too.
 pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     load_sources(
         path,
@@ -50,11 +52,23 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             path: path.to_path_buf(),
             text: text.to_string(),
         }],
+        Referenced::Skip,
     )
 }
 
 /// Merges and validates the sources; the first is the main file.
-fn load_sources(path: &Path, sources: Vec<Source>) -> Result<Config, ConfigErrors> {
+/// Whether the files a config names are read and checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Referenced {
+    Check,
+    Skip,
+}
+
+fn load_sources(
+    path: &Path,
+    sources: Vec<Source>,
+    referenced: Referenced,
+) -> Result<Config, ConfigErrors> {
     let (merged, merge_errors) = merge::merge(&sources);
     let mut cx = Checker::new(&sources, merged.spans);
     let syntax = merge_errors.iter().any(|e| e.syntax);
@@ -94,6 +108,14 @@ fn load_sources(path: &Path, sources: Vec<Source>) -> Result<Config, ConfigError
     let base = path.parent().unwrap_or(Path::new("."));
     agent.state_dir = resolve(base, &agent.state_dir);
     store.path = resolve(&agent.state_dir, &store.path);
+    if referenced == Referenced::Check {
+        cx.check_mqtt_files(&mqtt);
+        cx.check_device_files(&root, &agent.state_dir);
+    }
+    if !cx.errors.is_empty() {
+        return Err(cx.into_errors());
+    }
+    let warnings = std::mem::take(&mut cx.warnings);
     let device_tables = device_tables(&root);
     Ok(Config {
         source: path.to_path_buf(),
@@ -105,6 +127,7 @@ fn load_sources(path: &Path, sources: Vec<Source>) -> Result<Config, ConfigError
         mqtt,
         devices,
         characteristics,
+        warnings,
     })
 }
 

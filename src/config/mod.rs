@@ -9,7 +9,11 @@ mod devices;
 mod error;
 mod hints;
 mod load;
+pub mod log_filter;
 mod merge;
+pub mod ranges;
+mod read;
+mod referenced;
 mod sections;
 #[cfg(test)]
 mod test_support;

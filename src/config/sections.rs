@@ -2,6 +2,7 @@
 
 use super::checker::Checker;
 use super::hints::did_you_mean;
+use super::ranges::{self, Bytes};
 use super::types::{AgentConfig, BrokerUrl, MqttConfig, StoreConfig, is_plain_name};
 
 /// The top-level sections a config may have.
@@ -27,36 +28,38 @@ impl Checker<'_> {
                 "must be 1-128 letters, digits, `-`, `_` or `.` (it is part of MQTT topics)",
             );
         }
-        if tracing_subscriber::EnvFilter::try_new(&agent.log_level).is_err() {
-            self.push(
-                "agent.log_level",
-                format!(
-                    "invalid log level {:?}; use error, warn, info, debug or trace",
-                    agent.log_level
-                ),
-            );
+        if let Err(e) = super::log_filter::check(&agent.log_level) {
+            self.push("agent.log_level", e);
         }
-        if agent.ingest_queue == 0 {
-            self.push("agent.ingest_queue", "must be at least 1");
-        }
+        self.in_range(
+            "agent.ingest_queue",
+            agent.ingest_queue as u64,
+            ranges::INGEST_QUEUE,
+        );
     }
 
     pub(super) fn check_store(&mut self, store: &StoreConfig) {
-        if store.batch_size == 0 {
-            self.push("store.batch_size", "must be at least 1");
+        self.in_range(
+            "store.batch_size",
+            store.batch_size as u64,
+            ranges::BATCH_SIZE,
+        );
+        self.in_range(
+            "store.flush_interval",
+            store.flush_interval,
+            ranges::FLUSH_INTERVAL,
+        );
+        if let Some(max_size) = store.max_size {
+            self.in_range("store.max_size", Bytes(max_size), ranges::MAX_SIZE.bytes());
         }
-        if store.flush_interval.is_zero() {
-            self.push("store.flush_interval", "must be greater than zero");
+        if let Some(max_age) = store.max_age {
+            self.in_range("store.max_age", max_age, ranges::MAX_AGE);
         }
-        if store.max_size.is_some_and(|s| s < 256 * 1024) {
-            self.push(
-                "store.max_size",
-                "must be at least 256KiB (the database needs room to work)",
-            );
-        }
-        if store.maintenance_interval.is_zero() {
-            self.push("store.maintenance_interval", "must be greater than zero");
-        }
+        self.in_range(
+            "store.maintenance_interval",
+            store.maintenance_interval,
+            ranges::MAINTENANCE_INTERVAL,
+        );
     }
 
     pub(super) fn check_mqtt(&mut self, mqtt: &MqttConfig) {
@@ -111,24 +114,28 @@ impl Checker<'_> {
         {
             self.push("mqtt.client_id", "must be 1-128 characters");
         }
-        if mqtt.max_readings_per_message == 0 {
-            self.push("mqtt.max_readings_per_message", "must be at least 1");
+        self.in_range(
+            "mqtt.max_readings_per_message",
+            mqtt.max_readings_per_message as u64,
+            ranges::MAX_READINGS_PER_MESSAGE,
+        );
+        self.in_range(
+            "mqtt.max_message_size",
+            Bytes(mqtt.max_message_size),
+            ranges::MAX_MESSAGE_SIZE.bytes(),
+        );
+        self.in_range("mqtt.inflight", u64::from(mqtt.inflight), ranges::INFLIGHT);
+        self.in_range("mqtt.reconnect_min", mqtt.reconnect_min, ranges::RECONNECT);
+        self.in_range("mqtt.reconnect_max", mqtt.reconnect_max, ranges::RECONNECT);
+        if mqtt.reconnect_min > mqtt.reconnect_max {
+            self.push("mqtt.reconnect_min", "must be at most reconnect_max");
         }
-        if mqtt.max_message_size < 4096 {
-            self.push("mqtt.max_message_size", "must be at least 4KiB");
-        }
-        if mqtt.inflight == 0 {
-            self.push("mqtt.inflight", "must be at least 1");
-        }
-        if mqtt.reconnect_min.is_zero() || mqtt.reconnect_min > mqtt.reconnect_max {
-            self.push(
-                "mqtt.reconnect_min",
-                "must be greater than zero and at most reconnect_max",
-            );
-        }
-        if mqtt.keep_alive < std::time::Duration::from_secs(1) {
-            self.push("mqtt.keep_alive", "must be at least 1s");
-        }
+        self.in_range("mqtt.keep_alive", mqtt.keep_alive, ranges::KEEP_ALIVE);
+        self.in_range(
+            "mqtt.status_interval",
+            mqtt.status_interval,
+            ranges::STATUS_INTERVAL,
+        );
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Config {
     pub devices: Vec<Box<dyn Device>>,
     /// `[[characteristic]]`s, validated against the devices' tags.
     pub characteristics: Vec<CharacteristicConfig>,
+    /// Problems that do not stop the agent (e.g. a password file every user may read).
+    pub warnings: Vec<super::ConfigError>,
 }
 
 impl fmt::Debug for Config {

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Deserializer};
 
 /// Parses a byte size: a number (decimals allowed) and a unit B, KB, MB, GB, TB (powers of 1000) or
-/// KiB, MiB, GiB, TiB (powers of 1024).
+/// KiB, MiB, GiB, TiB, PiB (powers of 1024). PB and PiB exist so that an absurd size gets a range
+/// error rather than an unknown unit.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t
@@ -19,10 +20,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "MB" => 1e6,
         "GB" => 1e9,
         "TB" => 1e12,
+        "PB" => 1e15,
         "KiB" => 1024.0,
         "MiB" => 1024.0 * 1024.0,
         "GiB" => 1024.0 * 1024.0 * 1024.0,
         "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        "PiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0,
         "" => {
             return Err(format!(
                 "size {text:?} has no unit; write e.g. \"512MiB\", \"2GiB\""
@@ -30,7 +33,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         }
         other => {
             return Err(format!(
-                "unknown size unit {other:?} in {text:?}; use B, KB, MB, GB, KiB, MiB, GiB"
+                "unknown size unit {other:?} in {text:?}; use B, KB, MB, GB, TB, PB, KiB, MiB, GiB, TiB, PiB"
             ));
         }
     };

@@ -156,7 +156,8 @@ impl Forwarder {
         // Retries a fill that failed (or a wake-up that was missed) without waiting for the next commit.
         let mut retry_tick = tokio::time::interval(Duration::from_millis(500));
         retry_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut status_tick = tokio::time::interval(self.cfg.status_interval);
+        let mut status_tick =
+            tokio::time::interval(self.cfg.status_interval.max(Duration::from_secs(1)));
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

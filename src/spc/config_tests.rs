@@ -135,7 +135,7 @@ points = 1
     assert!(
         find("characteristic[1].capability_interval")
             .2
-            .contains("at least 1s")
+            .contains("must be between 1s and")
     );
     assert!(find("characteristic[1].source").2.contains("not numeric"));
     assert!(find("characteristic[2].name").2.contains("MQTT topics"));
