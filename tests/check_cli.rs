@@ -7,7 +7,7 @@ use std::process::Command;
 mod shipped;
 
 fn check(path: &Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lineside"))
+    let out = Command::new(shipped::bin())
         .arg("check")
         .arg(path)
         .output()
@@ -118,7 +118,7 @@ fn every_shipped_config_passes() {
 
 /// Runs `lineside check` and kills it after `limit`: `None` means it hung.
 fn check_within(path: &Path, limit: std::time::Duration) -> Option<(i32, String)> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lineside"))
+    let mut child = Command::new(shipped::bin())
         .arg("check")
         .arg(path)
         .stdout(std::process::Stdio::piped())

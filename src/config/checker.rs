@@ -41,6 +41,7 @@ impl<'a> Checker<'a> {
     }
 
     fn at(&self, at: Pos, key: &str, message: String) -> ConfigError {
+        let message = shorten(message);
         let (file, (line, column)) = match self.sources.get(at.file) {
             Some(s) => (s.path.clone(), merge::line_col(&s.text, at.offset)),
             None => (self.main_file(), (0, 0)),
@@ -102,7 +103,7 @@ impl<'a> Checker<'a> {
             line: 0,
             column: 0,
             key: key.to_string(),
-            message,
+            message: shorten(message),
         }
     }
 
@@ -177,6 +178,21 @@ impl<'a> Checker<'a> {
             None => None,
         }
     }
+}
+
+/// Longest message reported: a message quoting a 100 kB value would bury the rest.
+const MAX_MESSAGE: usize = 600;
+
+fn shorten(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str("… (shortened)");
+    }
+    message
 }
 
 /// Most errors reported for one section or device before giving up on it.

@@ -7,6 +7,14 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+/// The binary under test: `LINESIDE_BIN` if set (a copy taken right after building: the shared target
+/// directory's `debug/lineside` may be replaced by another checkout's build meanwhile), else cargo's.
+pub fn bin() -> PathBuf {
+    std::env::var_os("LINESIDE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lineside")))
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
