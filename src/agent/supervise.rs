@@ -144,13 +144,18 @@ impl Supervisor {
         let stop = stop.clone();
         let me = self.clone();
         let fault = injected_fault(&name);
+        let stuck = std::env::var(STUCK_ENV).is_ok_and(|t| t == name);
         tokio::spawn(async move {
             let ended = CatchUnwind(Box::pin(async move {
                 if let Some(after) = fault {
                     tokio::time::sleep(after).await;
                     panic!("fault injected by {FAULT_ENV}");
                 }
-                fut.await
+                let out = fut.await;
+                if stuck {
+                    std::future::pending::<()>().await;
+                }
+                out
             }))
             .await;
             let expected = stop.is_cancelled() || me.stopping.is_cancelled();
@@ -189,6 +194,9 @@ impl Supervisor {
 /// Test-only fault injection for the supervision tests: `LINESIDE_FAULT_PANIC=<task>[@<ms>]` makes the
 /// task of that name panic after `ms` (default 500) milliseconds. Unset in production.
 const FAULT_ENV: &str = "LINESIDE_FAULT_PANIC";
+/// Test-only: `LINESIDE_FAULT_STUCK=<task>` makes that task never end, even when asked to (a hung
+/// shutdown phase). Unset in production.
+const STUCK_ENV: &str = "LINESIDE_FAULT_STUCK";
 
 fn injected_fault(task: &str) -> Option<std::time::Duration> {
     let spec = std::env::var(FAULT_ENV).ok()?;
