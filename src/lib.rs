@@ -3,6 +3,7 @@
 pub mod agent;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
+pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod forward;
@@ -10,3 +11,4 @@ pub mod logging;
 pub mod metrics;
 pub mod spc;
 pub mod store;
+pub mod timefmt;
