@@ -360,6 +360,7 @@ impl Forwarder {
     ) -> Result<(), FillError> {
         let limit = self.cfg.inflight as usize;
         let committed = *self.committed.borrow_and_update();
+        let epoch = self.reader.epoch_str();
         loop {
             let room = limit.saturating_sub(tracker.in_flight());
             if room == 0 {
@@ -376,7 +377,7 @@ impl Forwarder {
                 };
                 let window = tracker.open_window(Stream::Events, last, events.len() as u32);
                 for e in &events {
-                    let payload = payload::encode_event(&self.agent_id, e);
+                    let payload = payload::encode_event(&self.agent_id, &epoch, e);
                     client
                         .try_publish(self.topics.alarms(), QoS::AtLeastOnce, false, payload)
                         .map_err(|_| FillError::Refused)?;
@@ -400,6 +401,7 @@ impl Forwarder {
                 }
                 let mut packer = payload::Packer::new(
                     &self.agent_id,
+                    &epoch,
                     self.cfg.max_readings_per_message,
                     self.cfg.max_message_size as usize,
                 );
