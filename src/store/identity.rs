@@ -108,7 +108,7 @@ pub fn settle(
         _ => None,
     };
     let (epoch, reset) = match (reason, &marks) {
-        (Some(reason), Some((_, r, e))) => {
+        (Some(reason), Some((m_epoch, r, e))) => {
             let new_epoch = random_epoch();
             *next_seq = (*next_seq).max(r + 1);
             *next_event_seq = (*next_event_seq).max(e + 1);
@@ -116,7 +116,8 @@ pub fn settle(
                 new_epoch,
                 Some(Reset {
                     reason,
-                    old_epoch: db_epoch,
+                    // A new database has none: the marks tell which epoch came before.
+                    old_epoch: db_epoch.or(Some(*m_epoch)),
                     new_epoch,
                     db_readings: db_r,
                     db_events: db_e,

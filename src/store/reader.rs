@@ -97,15 +97,15 @@ impl StoreReader {
         let mut after = after;
         for _ in 0..MAX_SKIPS {
             match self.readings_where(
-                "seq > ?1 ORDER BY seq LIMIT ?2",
-                rusqlite::params![after as i64, limit as i64],
+                "seq >= ?1 ORDER BY seq LIMIT ?2",
+                rusqlite::params![after as i64 + 1, limit as i64],
             ) {
                 Err(e) if is_damage(&e) => match self.skip_damage(Stream::Readings, after, &e)? {
                     // Hand out what is readable before the damage first (LIMIT stops the scan before it).
                     Damage::ReadableRows(n) => {
                         return self.readings_where(
-                            "seq > ?1 ORDER BY seq LIMIT ?2",
-                            rusqlite::params![after as i64, n.min(limit) as i64],
+                            "seq >= ?1 ORDER BY seq LIMIT ?2",
+                            rusqlite::params![after as i64 + 1, n.min(limit) as i64],
                         );
                     }
                     Damage::SkipTo(to) => after = to,
@@ -130,10 +130,12 @@ impl StoreReader {
             Stream::Events => "events",
         };
         // Every column, so a row whose record is damaged counts as unreadable.
-        let probe = format!("SELECT * FROM {table} WHERE seq > ?1 ORDER BY seq LIMIT 1");
+        // `seq >= m + 1` rather than `seq > m`: the seek then starts in the page that holds m + 1, not
+        // in the (possibly damaged) page that holds m.
+        let probe = format!("SELECT * FROM {table} WHERE seq >= ?1 ORDER BY seq LIMIT 1");
         let next = |conn: &Connection, m: u64| -> rusqlite::Result<Option<u64>> {
             let mut stmt = conn.prepare_cached(&probe)?;
-            let mut rows = stmt.query([m as i64])?;
+            let mut rows = stmt.query([m as i64 + 1])?;
             match rows.next()? {
                 Some(row) => {
                     // Touch every column.
@@ -314,14 +316,14 @@ impl StoreReader {
         let mut after = after;
         for _ in 0..MAX_SKIPS {
             match self.events_where(
-                "seq > ?1 ORDER BY seq LIMIT ?2",
-                rusqlite::params![after as i64, limit as i64],
+                "seq >= ?1 ORDER BY seq LIMIT ?2",
+                rusqlite::params![after as i64 + 1, limit as i64],
             ) {
                 Err(e) if is_damage(&e) => match self.skip_damage(Stream::Events, after, &e)? {
                     Damage::ReadableRows(n) => {
                         return self.events_where(
-                            "seq > ?1 ORDER BY seq LIMIT ?2",
-                            rusqlite::params![after as i64, n.min(limit) as i64],
+                            "seq >= ?1 ORDER BY seq LIMIT ?2",
+                            rusqlite::params![after as i64 + 1, n.min(limit) as i64],
                         );
                     }
                     Damage::SkipTo(to) => after = to,
