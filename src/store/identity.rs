@@ -156,54 +156,100 @@ fn read_marks(path: &Path) -> Option<(u64, u64, u64)> {
 }
 
 /// Keeps the marks file current: rewritten atomically (temporary file, fsync, rename) at most every
-/// [`WRITE_EVERY`], and at once when asked to (start, clean stop).
+/// [`WRITE_EVERY`] by a thread of its own (an fsync must not stall the writer), and by the caller's
+/// thread when asked to (start, clean stop).
 pub struct HighWater {
     path: PathBuf,
     epoch: u64,
-    written: Option<(u64, u64)>,
-    last_write: Option<Instant>,
-    failing: bool,
+    /// Latest values for the background thread; `None` once it has taken them.
+    due: Option<flume::Sender<(u64, u64)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    sent: Option<(u64, u64)>,
+    last_send: Option<Instant>,
 }
 
 impl HighWater {
     pub fn new(path: PathBuf, epoch: u64) -> Self {
+        let (tx, rx) = flume::bounded::<(u64, u64)>(1);
+        let (p, e) = (path.clone(), epoch);
+        let thread = std::thread::Builder::new()
+            .name("store-highwater".into())
+            .spawn(move || {
+                let mut failing = false;
+                for (readings, events) in rx.iter() {
+                    write_logged(&p, e, readings, events, &mut failing);
+                }
+            })
+            .map_err(|e| tracing::warn!(error = %e, "cannot start the high-water thread; marks are written at start and stop only"))
+            .ok();
         HighWater {
             path,
             epoch,
-            written: None,
-            last_write: None,
-            failing: false,
+            due: thread.as_ref().map(|_| tx),
+            thread,
+            sent: None,
+            last_send: None,
         }
     }
 
-    /// Records the last committed seqs if they changed and the last write is old enough (or `now`).
+    /// Records the last committed seqs if they changed and the last write is old enough; `now` writes
+    /// them on this thread at once (after whatever the background thread is writing).
     pub fn update(&mut self, readings: u64, events: u64, now: bool) {
-        if self.written == Some((readings, events)) {
+        if now {
+            // Let the background writes finish first, so an older value cannot land after this one.
+            self.due.take();
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+            let mut failing = false;
+            write_logged(&self.path, self.epoch, readings, events, &mut failing);
+            self.sent = Some((readings, events));
+            let restarted = HighWater::new(self.path.clone(), self.epoch);
+            self.due = restarted.due;
+            self.thread = restarted.thread;
             return;
         }
-        if !now && self.last_write.is_some_and(|t| t.elapsed() < WRITE_EVERY) {
+        if self.sent == Some((readings, events))
+            || self.last_send.is_some_and(|t| t.elapsed() < WRITE_EVERY)
+        {
             return;
         }
-        self.last_write = Some(Instant::now());
-        let marks = MarksFile {
-            epoch: format_epoch(self.epoch),
-            readings,
-            events,
-        };
-        match write_atomically(&self.path, &marks) {
-            Ok(()) => {
-                self.written = Some((readings, events));
-                if self.failing {
-                    tracing::info!(path = %self.path.display(), "the store's high-water marks are written again");
-                    self.failing = false;
-                }
-            }
-            Err(e) if !self.failing => {
-                self.failing = true;
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot write the store's high-water marks");
-            }
-            Err(_) => {}
+        // A full channel means the thread is still writing: the next update sends newer values.
+        if let Some(due) = &self.due
+            && due.try_send((readings, events)).is_ok()
+        {
+            self.sent = Some((readings, events));
+            self.last_send = Some(Instant::now());
         }
+    }
+
+    /// Stops the background thread after its last write.
+    pub fn finish(&mut self) {
+        self.due.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn write_logged(path: &Path, epoch: u64, readings: u64, events: u64, failing: &mut bool) {
+    let marks = MarksFile {
+        epoch: format_epoch(epoch),
+        readings,
+        events,
+    };
+    match write_atomically(path, &marks) {
+        Ok(()) => {
+            if *failing {
+                tracing::info!(path = %path.display(), "the store's high-water marks are written again");
+                *failing = false;
+            }
+        }
+        Err(e) if !*failing => {
+            *failing = true;
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the store's high-water marks");
+        }
+        Err(_) => {}
     }
 }
 
@@ -246,8 +292,10 @@ mod tests {
         let mut hw = HighWater::new(p.clone(), 42);
         hw.update(10, 3, true);
         assert_eq!(read_marks(&p), Some((42, 10, 3)));
-        hw.update(11, 3, false); // too soon: not written
-        assert_eq!(read_marks(&p), Some((42, 10, 3)));
+        hw.update(11, 3, false); // in the background
+        hw.update(12, 3, false); // too soon: not written
+        hw.finish();
+        assert_eq!(read_marks(&p), Some((42, 11, 3)));
         hw.update(12, 4, true);
         assert_eq!(read_marks(&p), Some((42, 12, 4)));
     }

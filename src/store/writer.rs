@@ -301,6 +301,7 @@ impl Writer {
             );
             self.high_water
                 .update(self.next_seq - 1, self.next_event_seq - 1, true);
+            self.high_water.finish();
             return;
         }
         self.flush_held();
@@ -317,6 +318,7 @@ impl Writer {
         }
         self.high_water
             .update(self.next_seq - 1, self.next_event_seq - 1, true);
+        self.high_water.finish();
         tracing::info!(
             last_seq = self.next_seq - 1,
             cursor = self.cursor_readings,
