@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::config::parse_config;
+use super::config::parse as parse_config;
 use super::port::LinePort;
 use super::tags::TagSet;
 use super::trigger::{Session, SessionEnd};

@@ -13,7 +13,7 @@ use chrono::Utc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 
-use super::config::{PollRequest, SerialConfig, Trigger};
+use super::config::{DeviceConfig, PollRequest, Trigger};
 use super::framing::{FrameEvent, Framer, decode, escape};
 use super::port::{LinePort, level_name};
 use super::protocols::{Fault, Measurement, shorten};
@@ -49,7 +49,7 @@ enum Reply {
 
 pub(crate) struct Session<'a, P: LinePort> {
     pub port: &'a mut P,
-    pub cfg: &'a SerialConfig,
+    pub cfg: &'a DeviceConfig,
     pub tags: &'a TagSet,
     pub ctx: &'a DeviceContext,
     pub burst: &'a mut ErrorBurst,
@@ -72,7 +72,7 @@ type Flow<T> = Result<T, SessionEnd>;
 impl<'a, P: LinePort> Session<'a, P> {
     pub fn new(
         port: &'a mut P,
-        cfg: &'a SerialConfig,
+        cfg: &'a DeviceConfig,
         tags: &'a TagSet,
         ctx: &'a DeviceContext,
         burst: &'a mut ErrorBurst,
