@@ -47,12 +47,15 @@ async fn sixty_four_bit_integers_and_qualified_names_arrive_exactly() {
         ("big", "Big"),
         ("max", "Max"),
         ("min", "Min"),
-        ("part", "Part"),
     ] {
         text.push_str(&format!(
             "[[tag]]\nname = \"{tag}\"\nnode = \"nsu={NS_URI};s={node}\"\n"
         ));
     }
+    // A QualifiedName is text: the tag says so.
+    text.push_str(&format!(
+        "[[tag]]\nname = \"part\"\nnode = \"nsu={NS_URI};s=Part\"\nkind = \"string\"\n"
+    ));
     let dev = device(&text);
     let (ctx, rx) = context(dir.path());
     let stop = ctx.shutdown.clone();
