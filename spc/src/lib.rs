@@ -118,10 +118,13 @@ pub mod capability;
 mod chart;
 pub mod constants;
 mod engine;
+mod float_bits;
+mod issue;
 pub mod output;
 pub mod rules;
 mod snapshot;
 pub mod spec;
+pub mod text;
 
 pub use capability::Capability;
 pub use engine::{Characteristic, LimitsError, Observation};
@@ -131,4 +134,5 @@ pub use output::{
 };
 pub use rules::{Rule, RulePreset, RuleSet, RuleSpec, Severity};
 pub use snapshot::{SNAPSHOT_VERSION, Snapshot, SnapshotError};
+pub use text::{RuleText, is_trend, pattern_points, rule_text};
 pub use spec::{CharacteristicSpec, ChartType, CusumSpec, EwmaSpec, LimitsSpec, SpecIssue};

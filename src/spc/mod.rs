@@ -23,8 +23,10 @@ mod commands;
 #[cfg(test)]
 mod config_tests;
 mod context;
+mod episodes;
 mod messages;
 mod persist;
+mod rounding;
 mod runtime;
 
 pub use alarms::{ACK, LIMITS, OUT_OF_SPEC, RECALCULATE, REJECTED, VIOLATION};
