@@ -27,6 +27,8 @@ pub struct Metrics {
     pub forwarder: Arc<ForwarderStats>,
     pub devices: DeviceList,
     pub alarms: OpenAlarms,
+    /// SPC alarm KPIs (episodes per 10 minutes, standing, chattering, time to acknowledge).
+    pub spc: Arc<crate::spc::SpcKpis>,
 }
 
 fn escape(label: &str) -> String {
@@ -211,6 +213,7 @@ impl Metrics {
             out,
             "# HELP lineside_tag_committed_total Readings committed per tag.\n# TYPE lineside_tag_committed_total counter"
         );
+        self.spc.prometheus(&mut out);
         let tags = s.tag_counters();
         for t in &tags {
             let _ = writeln!(
@@ -259,6 +262,7 @@ impl Metrics {
                 "forwarded": f.readings_forwarded.load(Relaxed),
                 "events_forwarded": f.events_forwarded.load(Relaxed),
             },
+            "spc_alarms": self.spc.json(),
             "alarms": self.alarms.read().map(|a| a.values().cloned().collect::<Vec<_>>()).unwrap_or_default(),
             "devices": self.devices().iter().map(|d| json!({
                 "name": d.device,

@@ -4,9 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::constants::Constants;
+use crate::float_bits::{bits, opt_bits, opt_limits_bits};
 use crate::output::{ChartId, Context, Limits, Output, Point, PointLimits, Violation};
 use crate::rules::{ActiveRule, RuleSet, RuleState, Zones};
-use crate::float_bits::{bits, opt_bits, opt_limits_bits};
 use crate::spec::ChartType;
 
 /// d2 and d3 for moving ranges of two.

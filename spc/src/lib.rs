@@ -134,5 +134,5 @@ pub use output::{
 };
 pub use rules::{Rule, RulePreset, RuleSet, RuleSpec, Severity};
 pub use snapshot::{SNAPSHOT_VERSION, Snapshot, SnapshotError};
-pub use text::{RuleText, is_trend, pattern_points, rule_text};
 pub use spec::{CharacteristicSpec, ChartType, CusumSpec, EwmaSpec, LimitsSpec, SpecIssue};
+pub use text::{RuleText, is_trend, pattern_points, rule_text};

@@ -10,8 +10,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::chart::{Core, Record, Spread};
-use crate::output::Limits;
 use crate::float_bits::{opt_bits, vec_bits};
+use crate::output::Limits;
 use crate::spec::CharacteristicSpec;
 
 /// Format version of [`Snapshot`].

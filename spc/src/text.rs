@@ -90,7 +90,10 @@ mod tests {
             assert!(!t.en.is_empty() && !t.zh.is_empty());
         }
         let t = rule_text(Rule::Nelson(2), None);
-        assert_eq!(t.en, "9 points in a row on the same side of the centre line");
+        assert_eq!(
+            t.en,
+            "9 points in a row on the same side of the centre line"
+        );
         assert_eq!(t.zh, "连续9点落在中心线同一侧");
         assert_eq!(
             rule_text(Rule::WesternElectric(4), None).en,
@@ -100,7 +103,10 @@ mod tests {
             rule_text(Rule::Nelson(5), None).en,
             "2 of 3 points in a row beyond 2σ on the same side of the centre line"
         );
-        assert_eq!(rule_text(Rule::Nelson(2), Some(7)).zh, "连续7点落在中心线同一侧");
+        assert_eq!(
+            rule_text(Rule::Nelson(2), Some(7)).zh,
+            "连续7点落在中心线同一侧"
+        );
         assert_eq!(pattern_points(Rule::Nelson(6), None), 5);
         assert_eq!(pattern_points(Rule::Nelson(1), None), 1);
     }

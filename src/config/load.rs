@@ -15,10 +15,10 @@ use super::merge::{self, Pos, Source, join};
 
 use super::types::{
     AgentConfig, BrokerUrl, CharacteristicAgentKeys, CharacteristicConfig, Config, MqttConfig,
-    StoreConfig, TagRef, is_plain_name,
+    SpcConfig, StoreConfig, TagRef, is_plain_name,
 };
 
-const SECTIONS: &[&str] = &["agent", "store", "mqtt", "device", "characteristic"];
+const SECTIONS: &[&str] = &["agent", "store", "mqtt", "device", "characteristic", "spc"];
 
 /// One problem: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +132,10 @@ fn load_sources(path: &Path, sources: Vec<Source>) -> Result<Config, ConfigError
     let agent: Option<AgentConfig> = cx.section(&root, "agent", true);
     let store: Option<StoreConfig> = cx.section(&root, "store", false);
     let mqtt: Option<MqttConfig> = cx.section(&root, "mqtt", true);
+    let spc: Option<SpcConfig> = cx.section(&root, "spc", false);
+    for (key, message) in spc.as_ref().map(SpcConfig::check).unwrap_or_default() {
+        cx.push(&format!("spc.{key}"), message);
+    }
     if let Some(agent) = &agent {
         if !is_plain_name(&agent.id) {
             cx.push(
@@ -184,6 +188,7 @@ fn load_sources(path: &Path, sources: Vec<Source>) -> Result<Config, ConfigError
         mqtt,
         devices,
         characteristics,
+        spc: spc.unwrap_or_default(),
     })
 }
 
@@ -684,6 +689,10 @@ impl Checker<'_> {
             };
             self.push(&join(at, &path), issue.message.clone());
         }
+        let (alarm, problems) = agent.alarm();
+        for (key, message) in problems {
+            self.push(&format!("{at}.{key}"), message);
+        }
         if agent.capability_interval < std::time::Duration::from_secs(1) {
             self.push(&format!("{at}.capability_interval"), "must be at least 1s");
         }
@@ -709,6 +718,7 @@ impl Checker<'_> {
             unit,
             capability_interval: agent.capability_interval,
             publish_points: agent.publish_points,
+            alarm,
             spec,
         })
     }

@@ -50,6 +50,8 @@ pub struct ForwarderStats {
 #[derive(Debug, Clone)]
 pub struct Command {
     pub body: serde_json::Value,
+    /// Where it came from: "mqtt" (the command topic) or "station" (the operator station).
+    pub via: String,
 }
 
 /// Something else the agent publishes through the forwarder's connection (SPC points, retained alarm
@@ -315,7 +317,10 @@ impl Forwarder {
         match body.get("cmd").and_then(|c| c.as_str()) {
             Some("rebirth") => self.publish_status(client, tracker, "online"),
             Some(_) => {
-                let _ = self.commands.send(Command { body });
+                let _ = self.commands.send(Command {
+                    body,
+                    via: "mqtt".into(),
+                });
             }
             None => tracing::warn!("ignored a command without a \"cmd\" field"),
         }

@@ -201,7 +201,11 @@ pub const TEN_MINUTES_US: i64 = 600_000_000;
 impl RateGuard {
     /// Whether one more raise at `at` stays within `max` per 10 minutes (0: unlimited).
     pub fn allows(&mut self, at: i64, max: u32) -> bool {
-        while self.times.front().is_some_and(|&t| t <= at - TEN_MINUTES_US) {
+        while self
+            .times
+            .front()
+            .is_some_and(|&t| t <= at - TEN_MINUTES_US)
+        {
             self.times.pop_front();
         }
         max == 0 || self.times.len() < max as usize
@@ -327,7 +331,13 @@ impl CharAlarms {
     }
 
     /// A reading charted without being out of specification.
-    pub fn in_spec(&mut self, ch: &str, policy: &Policy, ts_micros: i64, out: &mut Vec<Transition>) {
+    pub fn in_spec(
+        &mut self,
+        ch: &str,
+        policy: &Policy,
+        ts_micros: i64,
+        out: &mut Vec<Transition>,
+    ) {
         let idx: Vec<usize> = self
             .open
             .iter()
@@ -526,7 +536,8 @@ impl CharAlarms {
                 if reactivated {
                     e.state = AlarmState::ActiveUnacked;
                 }
-                let periodic = policy.update_every > 0 && e.count % u64::from(policy.update_every) == 0;
+                let periodic =
+                    policy.update_every > 0 && e.count % u64::from(policy.update_every) == 0;
                 if !suppressed && (new_rule || reactivated || periodic) {
                     out.push(transition(e, "updated", None));
                 }
@@ -798,10 +809,9 @@ impl CharAlarms {
 
     /// Shelving that expired at `now`.
     pub fn expire(&mut self, ch: &str, now_micros: i64) -> Option<Transition> {
-        let due = self
-            .suppression
-            .as_ref()
-            .is_some_and(|s| s.state == "shelved" && s.until_micros.is_some_and(|u| u <= now_micros));
+        let due = self.suppression.as_ref().is_some_and(|s| {
+            s.state == "shelved" && s.until_micros.is_some_and(|u| u <= now_micros)
+        });
         if !due {
             return None;
         }
@@ -899,7 +909,12 @@ impl CharAlarms {
                             .and_then(|u| chrono::DateTime::parse_from_rfc3339(u).ok())
                             .map(|d| d.timestamp_micros());
                         self.suppression = Some(Suppression {
-                            state: if t == "shelved" { "shelved" } else { "out-of-service" }.into(),
+                            state: if t == "shelved" {
+                                "shelved"
+                            } else {
+                                "out-of-service"
+                            }
+                            .into(),
                             until,
                             until_micros,
                             by: s("by").unwrap_or_default(),

@@ -72,9 +72,15 @@ mod tests {
         assert_eq!(round(0.028999999999996362, None).to_string(), "0.029");
         let r = Rounding::from_resolution(Some(0.001));
         assert_eq!(r.decimals, Some(3));
-        assert_eq!(r.value(ChartId::Individuals, 74.01230000001).to_string(), "74.012");
+        assert_eq!(
+            r.value(ChartId::Individuals, 74.01230000001).to_string(),
+            "74.012"
+        );
         assert_eq!(r.value(ChartId::Xbar, 74.012345).to_string(), "74.0123");
-        assert_eq!(r.value(ChartId::CusumUpper, 5.281234567).to_string(), "5.2812");
+        assert_eq!(
+            r.value(ChartId::CusumUpper, 5.281234567).to_string(),
+            "5.2812"
+        );
         assert_eq!(Rounding::from_resolution(Some(0.01)).decimals, Some(2));
         assert_eq!(Rounding::from_resolution(Some(1.0)).decimals, Some(0));
         assert_eq!(Rounding::from_resolution(Some(0.005)).decimals, Some(3));

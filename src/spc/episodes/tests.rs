@@ -88,7 +88,8 @@ impl Harness {
                     Output::Violation(v) => self.alarms.violation(v),
                     Output::OutOfSpec(o) => {
                         oos = true;
-                        self.alarms.flush("bore", &self.policy, &mut self.agent, &mut tr);
+                        self.alarms
+                            .flush("bore", &self.policy, &mut self.agent, &mut tr);
                         self.alarms
                             .out_of_spec("bore", &self.policy, &mut self.agent, &o, &mut tr);
                     }
@@ -139,12 +140,19 @@ fn a_sustained_shift_is_one_episode_with_the_rules_accumulated() {
     let tr = h.push(&shift(30));
     let raised: Vec<_> = tr.iter().filter(|t| t.transition == "raised").collect();
     assert_eq!(raised.len(), 1, "{:?}", names(&tr));
-    assert!(tr.len() <= 4, "raised + one update per new rule: {:?}", names(&tr));
+    assert!(
+        tr.len() <= 4,
+        "raised + one update per new rule: {:?}",
+        names(&tr)
+    );
     assert_eq!(h.alarms.open.len(), 1);
     let e = &h.alarms.open[0];
     let rules: Vec<String> = e.rules.iter().map(|r| r.rule.to_string()).collect();
     assert_eq!(rules, ["nelson-5", "nelson-6", "nelson-8", "nelson-2"]);
-    assert_eq!(e.count, 27, "every point from the fourth of the shift broke a rule");
+    assert_eq!(
+        e.count, 27,
+        "every point from the fourth of the shift broke a rule"
+    );
     assert_eq!(e.state, AlarmState::ActiveUnacked);
     assert_eq!(e.direction.as_deref(), Some("above"));
     assert!(e.rules.iter().all(|r| r.direction == "above"));
@@ -155,7 +163,11 @@ fn a_sustained_shift_is_one_episode_with_the_rules_accumulated() {
     );
     assert_eq!(run.text.zh, "连续9点落在中心线同一侧");
     assert_eq!(run.first_subgroup, Some(14), "the 9th point of the shift");
-    assert_eq!(e.rules[0].first_subgroup, Some(9), "raised at the 4th point");
+    assert_eq!(
+        e.rules[0].first_subgroup,
+        Some(9),
+        "raised at the 4th point"
+    );
     // The points of the first patterns (4 of 5 beyond 1σ: subgroups 5 to 9) are listed.
     let subgroups: Vec<u64> = e.points.iter().filter_map(|p| p.subgroup).collect();
     assert_eq!(subgroups.first(), Some(&5));
@@ -167,7 +179,10 @@ fn a_sustained_shift_is_one_episode_with_the_rules_accumulated() {
     assert_eq!(body["state"], "active-unacked");
     assert_eq!(body["chart"], "i");
     assert_eq!(body["episode_kind"], "out-of-control");
-    assert_eq!(body["rules"][0]["text"]["zh"], "连续3点中有2点落在中心线同一侧2σ以外");
+    assert_eq!(
+        body["rules"][0]["text"]["zh"],
+        "连续3点中有2点落在中心线同一侧2σ以外"
+    );
 }
 
 #[test]
@@ -175,7 +190,10 @@ fn return_to_normal_after_the_configured_in_control_run() {
     let mut h = Harness::new(5);
     h.push(&[10.0; 5]);
     h.push(&shift(12));
-    assert!(h.push(&[10.0; 4]).is_empty(), "4 in-control points are not enough");
+    assert!(
+        h.push(&[10.0; 4]).is_empty(),
+        "4 in-control points are not enough"
+    );
     let tr = h.push(&[10.0]);
     assert_eq!(names(&tr), ["returned"]);
     assert_eq!(h.alarms.open[0].state, AlarmState::RtnUnacked);
@@ -229,10 +247,15 @@ fn shelving_suppresses_and_expires() {
         now_micros: 0,
     };
     let until = 60 * S;
-    let t = h.alarms.suppress("bore", "shelved", Some(until), &who, None);
+    let t = h
+        .alarms
+        .suppress("bore", "shelved", Some(until), &who, None);
     assert_eq!(t.kind, SUPPRESSION);
     assert_eq!(t.body["transition"], "shelved");
-    assert!(h.push(&shift(20)).is_empty(), "nothing is raised while shelved");
+    assert!(
+        h.push(&shift(20)).is_empty(),
+        "nothing is raised while shelved"
+    );
     assert!(h.alarms.expire("bore", until - 1).is_none());
     let t = h.alarms.expire("bore", until).unwrap();
     assert_eq!(t.body["transition"], "unshelved");
@@ -275,7 +298,10 @@ fn the_rate_guard_holds_raises_per_ten_minutes() {
     h.policy.max_raised_per_10min = 2;
     let mut raised = 0;
     for _ in 0..5 {
-        raised += names(&h.push(&[13.5])).iter().filter(|t| **t == "raised").count();
+        raised += names(&h.push(&[13.5]))
+            .iter()
+            .filter(|t| **t == "raised")
+            .count();
         h.push(&[10.0, 10.0]);
         if !h.alarms.open.is_empty() {
             h.ack(None);
