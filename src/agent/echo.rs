@@ -192,7 +192,7 @@ fn episode_text(e: &serde_json::Value) -> String {
         _ => "<<<",
     };
     let mut out = format!(
-        "{arrow} SPC ALARM {}  {}  episode {}  {what}  {}  ({})  {} points",
+        "{arrow} SPC ALARM {}  {}  episode {}  {what}  {}  ({})  count {}",
         transition.to_uppercase(),
         s("characteristic"),
         e["episode"],
@@ -348,7 +348,7 @@ mod tests {
             "context": {"lot": "L1", "part": "P-7"}, "reaction_plan": ["Stop the hone", "Measure 5 bores"], "ack": null});
         assert_eq!(
             event_line(&raised),
-            ">>> SPC ALARM RAISED  bore  episode 12818  xbar chart  active-unacked  (violation)  1 points\n      \
+            ">>> SPC ALARM RAISED  bore  episode 12818  xbar chart  active-unacked  (violation)  count 1\n      \
              nelson-5 (above, violation): 2 of 3 points in a row beyond 2σ on the same side of the centre line / 连续3点中有2点落在中心线同一侧2σ以外\n      \
              last 74.00712 mm  worst 74.00712 mm  [LCL 73.9935  CL 74.0001  UCL 74.0067]  lot=L1  part=P-7\n      \
              points: #56 74.0061, #57 74.00712\n      \

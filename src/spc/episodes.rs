@@ -63,8 +63,11 @@ pub enum AlarmState {
 /// What each characteristic's alarms follow (from its configuration).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Policy {
-    /// Consecutive in-control points (in-spec readings) that end an episode.
+    /// Consecutive in-control points that end an out-of-control episode.
     pub return_to_normal: u32,
+    /// Consecutive in-spec readings that end an out-of-spec episode: `return_to_normal` times the
+    /// subgroup size, the same stretch of production.
+    pub return_to_normal_readings: u32,
     /// An `updated` event every this many further points (besides new rules and re-activation).
     pub update_every: u32,
     pub reaction_plan: Vec<String>,
@@ -317,7 +320,7 @@ impl CharAlarms {
     }
 
     /// A plotted point that broke no rule: one more in-control point for its chart's episode.
-    fn in_control(&mut self, ch: &str, policy: &Policy, p: &Point, out: &mut Vec<Transition>) {
+    fn in_control(&mut self, policy: &Policy, p: &Point, out: &mut Vec<Transition>) {
         let part = p.context.partition();
         let Some(i) = self.open.iter().position(|e| {
             e.episode_kind == EpisodeKind::OutOfControl
@@ -327,17 +330,11 @@ impl CharAlarms {
         }) else {
             return;
         };
-        self.count_in_control(ch, policy, i, ts_string(p.ts_micros), out);
+        self.count_in_control(policy.return_to_normal, i, ts_string(p.ts_micros), out);
     }
 
     /// A reading charted without being out of specification.
-    pub fn in_spec(
-        &mut self,
-        ch: &str,
-        policy: &Policy,
-        ts_micros: i64,
-        out: &mut Vec<Transition>,
-    ) {
+    pub fn in_spec(&mut self, policy: &Policy, ts_micros: i64, out: &mut Vec<Transition>) {
         let idx: Vec<usize> = self
             .open
             .iter()
@@ -349,23 +346,17 @@ impl CharAlarms {
             .map(|(i, _)| i)
             .collect();
         for i in idx.into_iter().rev() {
-            self.count_in_control(ch, policy, i, ts_string(ts_micros), out);
+            let n = policy.return_to_normal_readings;
+            self.count_in_control(n, i, ts_string(ts_micros), out);
         }
     }
 
-    fn count_in_control(
-        &mut self,
-        _ch: &str,
-        policy: &Policy,
-        i: usize,
-        at: String,
-        out: &mut Vec<Transition>,
-    ) {
+    fn count_in_control(&mut self, needed: u32, i: usize, at: String, out: &mut Vec<Transition>) {
         let Some(e) = self.open.get_mut(i) else {
             return;
         };
         e.in_control_run += 1;
-        if e.in_control_run < policy.return_to_normal.max(1) {
+        if e.in_control_run < needed.max(1) {
             return;
         }
         e.last_at = at;
@@ -402,7 +393,7 @@ impl CharAlarms {
         self.replotting = false;
         let n = self.number(p, &policy.rounding);
         if p.rules.is_empty() {
-            self.in_control(ch, policy, p, out);
+            self.in_control(policy, p, out);
         }
         Some(n)
     }
@@ -685,7 +676,7 @@ impl CharAlarms {
             context: serde_json::to_value(&o.context).unwrap_or(Value::Null),
             reaction_plan: plan(policy, Some("out-of-spec")),
             in_control_run: 0,
-            return_to_normal: policy.return_to_normal,
+            return_to_normal: policy.return_to_normal_readings,
             ack: None,
             raised_micros: o.ts_micros,
         };
@@ -840,10 +831,10 @@ impl CharAlarms {
             "note": note,
             "episodes": self.open.iter().map(|e| e.episode).take(100).collect::<Vec<_>>(),
         });
-        if let (Some(s), Value::Object(m)) = (&self.suppression, &mut body) {
-            if let Some(u) = &s.until {
-                m.insert("until".into(), u.clone().into());
-            }
+        if let (Some(Some(u)), Value::Object(m)) =
+            (self.suppression.as_ref().map(|s| &s.until), &mut body)
+        {
+            m.insert("until".into(), u.clone().into());
         }
         Transition {
             kind: SUPPRESSION,

@@ -39,6 +39,7 @@ impl Harness {
             alarms: CharAlarms::default(),
             policy: Policy {
                 return_to_normal,
+                return_to_normal_readings: return_to_normal,
                 update_every: 0,
                 reaction_plan: vec!["Stop the hone".into(), "Measure 5 parts".into()],
                 reaction_plan_rule: BTreeMap::from([(
@@ -100,7 +101,7 @@ impl Harness {
                 .flush("bore", &self.policy, &mut self.agent, &mut tr);
             if !oos {
                 self.alarms
-                    .in_spec("bore", &self.policy, self.seq as i64 * S, &mut tr);
+                    .in_spec(&self.policy, self.seq as i64 * S, &mut tr);
             }
         }
         tr

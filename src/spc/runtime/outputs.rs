@@ -102,6 +102,10 @@ pub(super) fn policy(cfg: &CharacteristicConfig, spc: &SpcConfig) -> Policy {
         .collect();
     Policy {
         return_to_normal: cfg.alarm.return_to_normal,
+        return_to_normal_readings: cfg
+            .alarm
+            .return_to_normal
+            .saturating_mul(spec.subgroup_size.unwrap_or(1).max(1)),
         update_every: spc.update_every,
         reaction_plan: cfg.alarm.reaction_plan.clone(),
         reaction_plan_rule: cfg.alarm.reaction_plan_rule.clone(),
@@ -215,13 +219,8 @@ impl Char {
         let silent = seq <= self.silent_upto;
         let out_of_spec = self.handle(silent, "baseline", r.ts, o);
         if !silent && !out_of_spec {
-            let name = self.cfg.spec.name.as_str();
-            self.alarms.in_spec(
-                name,
-                &self.policy,
-                r.ts.timestamp_micros(),
-                &mut o.transitions,
-            );
+            self.alarms
+                .in_spec(&self.policy, r.ts.timestamp_micros(), &mut o.transitions);
             o.take_transitions(self.index, r.ts);
         }
     }
