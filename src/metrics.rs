@@ -27,6 +27,8 @@ pub struct Metrics {
     pub forwarder: Arc<ForwarderStats>,
     pub devices: DeviceList,
     pub alarms: OpenAlarms,
+    /// SPC alarm KPIs (episodes per 10 minutes, standing, chattering, time to acknowledge).
+    pub spc: Arc<crate::spc::SpcKpis>,
 }
 
 fn escape(label: &str) -> String {
@@ -205,6 +207,7 @@ impl Metrics {
             out,
             "# HELP lineside_tag_committed_total Readings committed per tag.\n# TYPE lineside_tag_committed_total counter"
         );
+        self.spc.prometheus(&mut out);
         let tags = s.tag_counters();
         for t in &tags {
             let _ = writeln!(
@@ -252,6 +255,7 @@ impl Metrics {
                 "last_seq": s.last_seq.load(Relaxed),
             },
             "forwarder": f.json(),
+            "spc_alarms": self.spc.json(),
             "alarms": self.alarms.read().map(|a| a.values().cloned().collect::<Vec<_>>()).unwrap_or_default(),
             "devices": self.devices().iter().map(|d| json!({
                 "name": d.device,

@@ -148,20 +148,40 @@ fn events(db: &Path, kind: &str) -> Vec<(u64, serde_json::Value)> {
         .collect()
 }
 
-/// Individuals-chart violations as (point seq → rules), asserting each (point, rule) once.
-fn by_point<'a>(
-    alarms: impl Iterator<Item = &'a serde_json::Value>,
-) -> BTreeMap<u64, BTreeSet<String>> {
+/// The individuals-chart points published, as (point seq → rules broken), asserting each point
+/// published once and numbered 1, 2, 3 ... in order.
+fn flags(points: &[serde_json::Value]) -> BTreeMap<u64, BTreeSet<String>> {
     let mut out: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
-    for a in alarms.filter(|a| a["chart"] == "i") {
-        let seq = a["point_seq"].as_u64().unwrap();
-        let rule = a["rule"].as_str().unwrap().to_string();
-        assert!(
-            out.entry(seq).or_default().insert(rule.clone()),
-            "alarm {rule} at point {seq} raised twice"
-        );
+    let mut seen = BTreeSet::new();
+    let mut expect_subgroup = None;
+    for p in points.iter().filter(|p| p["chart"] == "i") {
+        let seq = p["seq"].as_u64().unwrap();
+        assert!(seen.insert(seq), "point {seq} published twice");
+        let n = p["subgroup"].as_u64().unwrap();
+        if let Some(e) = expect_subgroup {
+            assert_eq!(n, e, "subgroups are numbered in order");
+        }
+        expect_subgroup = Some(n + 1);
+        let rules: BTreeSet<String> = p["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_string())
+            .collect();
+        if !rules.is_empty() {
+            out.insert(seq, rules);
+        }
     }
     out
+}
+
+/// Stored episode transitions of the individuals chart: (transition, episode body).
+fn i_transitions(db: &Path) -> Vec<(String, serde_json::Value)> {
+    events(db, "spc.alarm")
+        .into_iter()
+        .filter(|(_, b)| b["chart"] == "i")
+        .map(|(_, b)| (b["transition"].as_str().unwrap().to_string(), b))
+        .collect()
 }
 
 /// MQTT alarms of one kind, de-duplicated on the event seq (delivery is at least once).
@@ -246,20 +266,33 @@ async fn a_mean_shift_raises_the_run_rule_alarm_with_its_context() {
     let (stop, task) = spawn_agent(cfg);
     assert!(
         wait_for(Duration::from_secs(30), || {
-            !mqtt_events(&sub, "spc.violation").is_empty() && od_count(&sub) >= 220
+            !mqtt_events(&sub, "spc.alarm").is_empty() && od_count(&sub) >= 220
         })
         .await,
         "no alarm within 30 s"
     );
+    // The last points reach the subscriber shortly after the readings.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     stop_agent(stop, task).await;
 
     let obs = observations(&db);
     let want = expected(&obs, true, 9);
-    let stored = events(&db, "spc.violation");
+    // Every point is published once, with the rules it broke: exactly the hand-computed flags.
+    let points = messages(&sub, "spc/od/points");
+    let got = flags(&points);
+    let published: BTreeSet<u64> = points
+        .iter()
+        .filter(|p| p["chart"] == "i")
+        .map(|p| p["seq"].as_u64().unwrap())
+        .collect();
+    let want_published: BTreeMap<u64, BTreeSet<String>> = want
+        .iter()
+        .filter(|(s, _)| published.contains(s))
+        .map(|(s, r)| (*s, r.clone()))
+        .collect();
     assert_eq!(
-        by_point(stored.iter().map(|(_, b)| b)),
-        want,
-        "the stored alarms are exactly the hand-computed ones"
+        got, want_published,
+        "the flags are exactly the hand-computed ones"
     );
     // The shift (samples 100..140, +3 sigma) completes a run of 9 above the centre line.
     let first_shifted = obs[100].seq;
@@ -268,46 +301,79 @@ async fn a_mean_shift_raises_the_run_rule_alarm_with_its_context() {
         .find(|(s, r)| **s > first_shifted && r.contains("nelson-2"))
         .expect("the shift completes a run of 9");
     assert!(point <= obs[140].seq + 9);
-    assert!(
-        wait_for(Duration::from_secs(10), || {
-            mqtt_events(&sub, "spc.violation")
-                .iter()
-                .any(|a| a["point_seq"] == point && a["rule"] == "nelson-2")
-        })
-        .await
-    );
-    let alarms = mqtt_events(&sub, "spc.violation");
-    let got = by_point(alarms.iter());
-    for (seq, rules) in &got {
-        assert_eq!(want.get(seq), Some(rules), "published alarm at {seq}");
-    }
-    let a = alarms
-        .iter()
-        .find(|a| a["point_seq"] == point && a["rule"] == "nelson-2")
-        .unwrap();
-    let o = obs.iter().find(|o| o.seq == point).unwrap();
-    assert_eq!(a["characteristic"], "od");
-    assert_eq!(a["agent"], "test-gw");
-    assert_eq!(a["severity"], "violation");
-    assert_eq!(a["value"].as_f64(), Some(o.value));
-    assert_eq!(a["context"], json!({"lot": o.lot}), "context of the point");
-    assert_eq!(a["limits"]["centre"].as_f64(), Some(10.0));
-    assert_eq!(a["unit"], "mm");
 
-    // Every point is published with its limits and the rules it broke.
-    let points = messages(&sub, "spc/od/points");
+    // One cause, one alarm: the individuals chart raised one episode (flags before the shift, if any,
+    // and the shift share it: it was never acknowledged), at the first flagged point.
+    let stored = i_transitions(&db);
+    let raised: Vec<&serde_json::Value> = stored
+        .iter()
+        .filter(|(t, _)| t == "raised")
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(raised.len(), 1, "{stored:?}");
+    let (&first_flag, _) = want.iter().next().unwrap();
+    assert_eq!(
+        raised[0]["last"]["seq"].as_u64(),
+        Some(first_flag),
+        "{}",
+        raised[0]
+    );
+    // The run joined the episode as a rule, with its text, the points of the pattern and the context.
+    let with_run = stored
+        .iter()
+        .map(|(_, b)| b)
+        .find(|b| {
+            b["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["rule"] == "nelson-2")
+        })
+        .expect("an update names the run");
+    let run = with_run["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == "nelson-2")
+        .unwrap();
+    assert_eq!(
+        run["text"]["en"],
+        "9 points in a row on the same side of the centre line"
+    );
+    assert_eq!(run["text"]["zh"], "连续9点落在中心线同一侧");
+    assert_eq!(run["direction"], "above");
+    // It joined at the first run of 9 (before the shift if the noise made one, else in it).
+    let (&first_run, _) = want.iter().find(|(_, r)| r.contains("nelson-2")).unwrap();
+    assert_eq!(with_run["last"]["seq"].as_u64(), Some(first_run));
+    let o = obs.iter().find(|o| o.seq == first_run).unwrap();
+    assert!(
+        with_run["points"].as_array().unwrap().len() >= 9,
+        "the 9 points of the run are listed"
+    );
+    assert_eq!(with_run["characteristic"], "od");
+    assert_eq!(
+        with_run["context"],
+        json!({"lot": o.lot}),
+        "context of the point"
+    );
+    assert_eq!(with_run["limits"]["centre"].as_f64(), Some(10.0));
+    assert_eq!(with_run["unit"], "mm");
+    // The same events arrive over MQTT, with the agent's id.
+    let mqtt = mqtt_events(&sub, "spc.alarm");
+    let a = mqtt
+        .iter()
+        .find(|a| a["chart"] == "i" && a["transition"] == "raised")
+        .expect("the raise is published");
+    assert_eq!(a["agent"], "test-gw");
+    assert_eq!(a["state"], "active-unacked");
+    let o = obs.iter().find(|o| o.seq == point).unwrap();
     let p = points
         .iter()
         .find(|p| p["chart"] == "i" && p["seq"] == point)
         .expect("the alarming point was published");
-    assert!(
-        p["rules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r == "nelson-2")
-    );
-    assert_eq!(p["value"].as_f64(), Some(o.value));
+    // Without a configured resolution the value is rounded to 12 significant digits (no float noise).
+    assert!((p["value"].as_f64().unwrap() - o.value).abs() < 1e-9, "{p}");
+    assert_eq!(p["phase"], "monitoring");
     assert!(points.iter().any(|p| p["chart"] == "mr"));
     // The open alarms are published retained, and capability periodically.
     assert!(
@@ -342,62 +408,77 @@ async fn an_acknowledgement_clears_the_alarm() {
     let (stop, task) = spawn_agent(cfg);
     let client = commander(port).await;
     // Past the shift and its runs.
+    let raised = |sub: &Subscriber| {
+        mqtt_events(sub, "spc.alarm")
+            .into_iter()
+            .find(|a| a["chart"] == "i" && a["transition"] == "raised")
+    };
     assert!(
         wait_for(Duration::from_secs(30), || {
-            mqtt_events(&sub, "spc.violation").len() >= 2 && od_count(&sub) >= 200
+            raised(&sub).is_some() && od_count(&sub) >= 200
         })
         .await,
         "no alarms within 30 s"
     );
-    let first = mqtt_events(&sub, "spc.violation")[0]["seq"]
-        .as_u64()
-        .unwrap();
+    let episode = raised(&sub).unwrap()["episode"].as_u64().unwrap();
 
     send(
         &client,
-        json!({"cmd": "ack", "characteristic": "od", "alarm_seq": first, "by": "j.doe",
-               "cause": "worn insert", "action": "insert replaced", "id": "t-1"}),
+        json!({"cmd": "ack", "characteristic": "od", "episode": episode, "by": "j.doe",
+               "cause": "worn insert", "action": "insert replaced", "note": "see log", "id": "t-1"}),
     )
     .await;
     assert!(
         wait_for(Duration::from_secs(10), || {
-            mqtt_events(&sub, "spc.ack")
+            mqtt_events(&sub, "spc.alarm")
                 .iter()
-                .any(|a| a["id"] == "t-1")
+                .any(|a| a["episode"] == episode && a["ack"]["by"] == "j.doe")
         })
         .await,
-        "the acknowledgement is echoed as an event"
+        "the acknowledgement is a transition of the episode"
     );
-    let ack = mqtt_events(&sub, "spc.ack")
+    let ack = mqtt_events(&sub, "spc.alarm")
         .into_iter()
-        .find(|a| a["id"] == "t-1")
+        .find(|a| a["episode"] == episode && a["ack"]["by"] == "j.doe")
         .unwrap();
-    assert_eq!(ack["alarms"], json!([first]));
-    assert_eq!(
-        (ack["by"].as_str(), ack["cause"].as_str()),
-        (Some("j.doe"), Some("worn insert"))
+    assert!(
+        ack["transition"] == "acknowledged" || ack["transition"] == "cleared",
+        "{ack}"
     );
-    assert_eq!(ack["action"], "insert replaced");
-    let not_listed = |m: &serde_json::Value, seq: u64| {
-        m["alarms"]
+    assert_eq!(
+        (ack["ack"]["cause"].as_str(), ack["ack"]["action"].as_str()),
+        (Some("worn insert"), Some("insert replaced"))
+    );
+    assert_eq!(ack["ack"]["via"], "mqtt");
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            mqtt_events(&sub, "agent.command").iter().any(|a| {
+                a["id"] == "t-1" && a["by"] == "j.doe" && a["episodes"] == json!([episode])
+            })
+        })
+        .await,
+        "the command is audited"
+    );
+    let acked_or_gone = |m: &serde_json::Value| {
+        m["episodes"]
             .as_array()
             .unwrap()
             .iter()
-            .all(|a| a["alarm_seq"] != seq)
+            .all(|e| e["episode"] != episode || e["state"] == "active-acked")
     };
     assert!(
         wait_for(Duration::from_secs(10), || {
             messages(&sub, "alarms/active/od")
                 .last()
-                .is_some_and(|m| not_listed(m, first))
+                .is_some_and(acked_or_gone)
         })
         .await,
-        "the retained active alarms no longer list it"
+        "the retained active set shows it acknowledged (or closed)"
     );
 
-    // The same alarm again, and an unknown characteristic: rejected with a reason.
-    send(&client, json!({"cmd": "ack", "characteristic": "od", "alarm_seq": first, "by": "j.doe", "id": "t-2"})).await;
-    send(&client, json!({"cmd": "ack", "characteristic": "nope", "alarm_seq": "all", "by": "j.doe", "id": "t-3"})).await;
+    // The same episode again, an unknown characteristic, an unknown command: rejected with a reason.
+    send(&client, json!({"cmd": "ack", "characteristic": "od", "episode": episode, "by": "j.doe", "id": "t-2"})).await;
+    send(&client, json!({"cmd": "ack", "characteristic": "nope", "episode": "all", "by": "j.doe", "id": "t-3"})).await;
     send(&client, json!({"cmd": "frobnicate", "id": "t-4"})).await;
     assert!(
         wait_for(Duration::from_secs(10), || mqtt_events(
@@ -417,7 +498,8 @@ async fn an_acknowledgement_clears_the_alarm() {
             .to_string()
     };
     assert!(
-        reason("t-2").contains("not an active alarm"),
+        reason("t-2").contains("acknowledged already")
+            || reason("t-2").contains("not an open episode"),
         "{}",
         reason("t-2")
     );
@@ -431,27 +513,7 @@ async fn an_acknowledgement_clears_the_alarm() {
         "{}",
         reason("t-4")
     );
-
-    // Acknowledge everything open; a subscriber arriving later sees none of it as open.
-    send(&client, json!({"cmd": "ack", "characteristic": "od", "alarm_seq": "all", "by": "j.doe", "cause": "shift", "action": "reset", "id": "t-5"})).await;
-    assert!(
-        wait_for(Duration::from_secs(10), || {
-            mqtt_events(&sub, "spc.ack")
-                .iter()
-                .any(|a| a["id"] == "t-5")
-        })
-        .await
-    );
-    let acked: Vec<u64> = mqtt_events(&sub, "spc.ack")
-        .iter()
-        .flat_map(|a| {
-            a["alarms"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| s.as_u64().unwrap())
-        })
-        .collect();
+    // A subscriber arriving later sees the retained active set.
     let late = Subscriber::start(port, BASE, false).await;
     assert!(
         wait_for(Duration::from_secs(10), || !messages(
@@ -460,13 +522,10 @@ async fn an_acknowledgement_clears_the_alarm() {
         )
         .is_empty())
         .await,
-        "the active alarms are retained"
+        "the active set is retained"
     );
     let retained = messages(&late, "alarms/active/od").last().cloned().unwrap();
-    assert!(
-        acked.iter().all(|s| not_listed(&retained, *s)),
-        "{retained}"
-    );
+    assert!(acked_or_gone(&retained), "{retained}");
 
     // Capability on request.
     let before = messages(&sub, "spc/od/capability").len();
@@ -490,23 +549,19 @@ async fn an_acknowledgement_clears_the_alarm() {
     }
     stop_agent(stop, task).await;
 
-    // The acknowledgements are stored, every raised alarm was acknowledged once at most.
-    let stored_acks = events(&db, "spc.ack");
-    assert_eq!(stored_acks.len(), 2);
-    let mut all: Vec<u64> = stored_acks
-        .iter()
-        .flat_map(|(_, b)| {
-            b["alarms"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| s.as_u64().unwrap())
-        })
+    // The acknowledgement is stored once, with its audit event.
+    let stored: Vec<serde_json::Value> = events(&db, "spc.alarm")
+        .into_iter()
+        .map(|(_, b)| b)
+        .filter(|b| b["episode"] == episode && b["transition"] == "acknowledged")
         .collect();
-    let n = all.len();
-    all.sort();
-    all.dedup();
-    assert_eq!(all.len(), n, "no alarm acknowledged twice");
+    assert!(stored.len() <= 1, "{stored:?}");
+    let audits = events(&db, "agent.command");
+    assert_eq!(
+        audits.iter().filter(|(_, b)| b["id"] == "t-1").count(),
+        1,
+        "{audits:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,17 +594,14 @@ async fn a_restart_in_a_developing_run_alarms_at_the_right_point_once() {
         "the test needs the first run to stop before the rule fires ({} points)",
         first_run.len()
     );
-    assert!(events(&db, "spc.violation").is_empty());
+    assert!(events(&db, "spc.alarm").is_empty());
     let stale_state = std::fs::read(&state).expect("the SPC state is saved at shutdown");
 
     // 2: the run continues and completes.
     let (stop, task) = spawn_agent(load(&text, dir.path()));
     assert!(
-        wait_for(Duration::from_secs(30), || !mqtt_events(
-            &sub,
-            "spc.violation"
-        )
-        .is_empty())
+        wait_for(Duration::from_secs(30), || !mqtt_events(&sub, "spc.alarm")
+            .is_empty())
         .await,
         "no alarm after the restart"
     );
@@ -559,19 +611,22 @@ async fn a_restart_in_a_developing_run_alarms_at_the_right_point_once() {
     let obs = observations(&db);
     let want = expected(&obs, false, RUN);
     let (&first_alarm, _) = want.iter().next().expect("the run completed");
-    let mqtt_first = mqtt_events(&sub, "spc.violation")
-        .iter()
-        .filter(|a| a["chart"] == "i")
-        .map(|a| a["point_seq"].as_u64().unwrap())
-        .min();
+    let raised_at = |db: &Path| -> Vec<u64> {
+        i_transitions(db)
+            .iter()
+            .filter(|(t, _)| t == "raised")
+            .map(|(_, b)| b["last"]["seq"].as_u64().unwrap())
+            .collect()
+    };
     assert_eq!(
-        mqtt_first,
-        Some(first_alarm),
-        "the first alarm is at the {RUN}th point of the run, counting the points before the restart"
+        raised_at(&db),
+        [first_alarm],
+        "one episode, raised at the {RUN}th point of the run, counting the points before the restart"
     );
+    let before = i_transitions(&db);
 
     // 3: a crash-like restart from the older state: the readings of run 2 are replayed, and their
-    // alarms, already stored, are not raised again.
+    // transitions, already stored, are not stored again.
     std::fs::write(&state, &stale_state).unwrap();
     let (stop, task) = spawn_agent(load(&text, dir.path()));
     let target = od_count(&sub) + 20;
@@ -580,19 +635,28 @@ async fn a_restart_in_a_developing_run_alarms_at_the_right_point_once() {
 
     let obs = observations(&db);
     let want = expected(&obs, false, RUN);
-    let stored = events(&db, "spc.violation");
+    assert_eq!(raised_at(&db), [first_alarm], "still one episode");
+    let after = i_transitions(&db);
     assert_eq!(
-        by_point(stored.iter().map(|(_, b)| b)),
-        want,
-        "every alarm exactly once, at the hand-computed points"
+        &after[..before.len()],
+        &before[..],
+        "nothing stored before is changed"
     );
-    // Published (the last few may still wait in the store for the next start): only those, and no
-    // point alarmed under two different event seqs.
-    let published = by_point(mqtt_events(&sub, "spc.violation").iter());
-    assert!(published.len() >= 20);
-    for (seq, rules) in &published {
-        assert_eq!(want.get(seq), Some(rules), "published alarm at {seq}");
+    let mut keys = BTreeSet::new();
+    for (t, b) in &after {
+        assert!(
+            keys.insert((t.clone(), b["last"]["seq"].as_u64(), b["count"].as_u64())),
+            "transition {t} at {} stored twice",
+            b["last"]["seq"]
+        );
     }
+    // The run goes on: the episode counts every flagged point exactly once.
+    let last = &after.last().unwrap().1;
+    let flagged_upto = want
+        .keys()
+        .filter(|s| **s <= last["last"]["seq"].as_u64().unwrap())
+        .count() as u64;
+    assert_eq!(last["count"].as_u64(), Some(flagged_upto), "{last}");
 }
 
 /// The demo (`lineside demo`, config/demo.toml) must show a real alarm from its scheduled disturbances,
@@ -647,24 +711,45 @@ async fn the_demo_alarms_on_its_scheduled_disturbances_only() {
         index.insert(r.seq, *n);
         *n += 1;
     }
-    let first = |ch: &str| {
-        events(&db, "spc.violation")
+    let raised = |ch: &str| -> Vec<(String, usize)> {
+        events(&db, "spc.alarm")
             .iter()
-            .filter(|(_, b)| b["characteristic"] == ch)
-            .map(|(_, b)| index[&b["point_seq"].as_u64().unwrap()])
-            .min()
+            .filter(|(_, b)| b["characteristic"] == ch && b["transition"] == "raised")
+            .map(|(_, b)| {
+                (
+                    format!("{}/{}", b["episode_kind"], b["chart"]),
+                    index[&b["last"]["seq"].as_u64().unwrap()],
+                )
+            })
+            .collect()
     };
-    // Bore: shift at sample 150 (30 s); 5 samples a second.
-    let bore = first("bore-diameter").expect("the bore shift alarms");
-    assert!(
-        (150..300).contains(&bore),
-        "first bore alarm at sample {bore}"
+    // Bore: shift at sample 150 (30 s); 5 samples a second. One cause, one alarm: nothing before the
+    // shift, the X-bar chart raises one episode within seconds, and the 2 minutes after the shift
+    // (600 samples) hold at most 3 episodes (X-bar, R and out of spec each at most once).
+    let bore = raised("bore-diameter");
+    assert!(bore.iter().all(|(_, at)| *at >= 150), "{bore:?}");
+    let xbar: Vec<usize> = bore
+        .iter()
+        .filter(|(k, _)| k == "\"out-of-control\"/\"xbar\"")
+        .map(|(_, at)| *at)
+        .collect();
+    assert_eq!(xbar.len(), 1, "{bore:?}");
+    assert!(xbar[0] < 300, "X-bar raised at sample {}", xbar[0]);
+    let after_shift: Vec<&(String, usize)> = bore.iter().filter(|(_, at)| *at < 750).collect();
+    assert!(after_shift.len() <= 3, "{bore:?}");
+    let kinds: BTreeSet<&String> = after_shift.iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        kinds.len(),
+        after_shift.len(),
+        "one episode per chart: {bore:?}"
     );
     // Press: drift from stroke 300 (150 s).
-    let press = first("press-force").expect("the press drift alarms");
+    let press = raised("press-force");
+    assert_eq!(press.len(), 1, "{press:?}");
     assert!(
-        (300..330).contains(&press),
-        "first press alarm at stroke {press}"
+        (300..330).contains(&press[0].1),
+        "press alarm at stroke {}",
+        press[0].1
     );
     assert_eq!(
         events(&db, "spc.limits").len(),

@@ -4,9 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::constants::Constants;
+use crate::float_bits::{bits, opt_bits, opt_limits_bits};
 use crate::output::{ChartId, Context, Limits, Output, Point, PointLimits, Violation};
 use crate::rules::{ActiveRule, RuleSet, RuleState, Zones};
-use crate::snapshot::{bits, opt_bits, opt_limits_bits};
 use crate::spec::ChartType;
 
 /// d2 and d3 for moving ranges of two.
@@ -75,6 +75,7 @@ pub(crate) struct ChartConfig {
     pub k: f64,
     pub h: f64,
     pub head_start: f64,
+    pub reset_after_signal: bool,
     /// np chart: the fixed sample size.
     pub np_size: f64,
 }
@@ -282,6 +283,15 @@ impl Core {
                 let (hi, lo) = (self.cusum_hi, self.cusum_lo);
                 self.eval(cfg, true, ChartId::CusumUpper, rec, ctx, hi, &z, emit, out);
                 self.eval(cfg, false, ChartId::CusumLower, rec, ctx, lo, &z, emit, out);
+                if cfg.reset_after_signal {
+                    // Strictly beyond h is a signal (the same convention as every limit).
+                    if hi > cfg.h {
+                        self.cusum_hi = cfg.head_start;
+                    }
+                    if lo > cfg.h {
+                        self.cusum_lo = cfg.head_start;
+                    }
+                }
             }
             (ChartType::P, Limits::Proportion { p_bar }) => {
                 let sigma = (p_bar * (1.0 - p_bar) / rec.size).sqrt();

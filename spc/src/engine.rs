@@ -687,7 +687,12 @@ impl Config {
         let ewma = spec.ewma.unwrap_or_default();
         let cusum = spec.cusum.unwrap_or_default();
         let EwmaSpec { lambda, l } = ewma;
-        let CusumSpec { k, h, head_start } = cusum;
+        let CusumSpec {
+            k,
+            h,
+            head_start,
+            reset_after_signal,
+        } = cusum;
         let np_size = spec.sample_size.unwrap_or(1.0);
         let fixed = fixed_limits(spec, n, np_size);
         Config {
@@ -701,6 +706,7 @@ impl Config {
                 k,
                 h,
                 head_start,
+                reset_after_signal,
                 np_size,
             },
             window_us: spec

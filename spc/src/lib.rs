@@ -118,10 +118,13 @@ pub mod capability;
 mod chart;
 pub mod constants;
 mod engine;
+mod float_bits;
+mod issue;
 pub mod output;
 pub mod rules;
 mod snapshot;
 pub mod spec;
+pub mod text;
 
 pub use capability::Capability;
 pub use engine::{Characteristic, LimitsError, Observation};
@@ -132,3 +135,4 @@ pub use output::{
 pub use rules::{Rule, RulePreset, RuleSet, RuleSpec, Severity};
 pub use snapshot::{SNAPSHOT_VERSION, Snapshot, SnapshotError};
 pub use spec::{CharacteristicSpec, ChartType, CusumSpec, EwmaSpec, LimitsSpec, SpecIssue};
+pub use text::{RuleText, is_trend, pattern_points, rule_text};

@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::SpecIssue;
+use crate::issue::SpecIssue;
 
 /// Rule preset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +218,18 @@ fn preset_table(p: RulePreset) -> &'static [(u8, Kind, u32)] {
     }
 }
 
+/// What a rule tests and its default K.
+pub(crate) fn kind_of(rule: Rule) -> (Kind, u32) {
+    let (preset, n) = match rule {
+        Rule::Nelson(n) => (RulePreset::Nelson, n),
+        Rule::WesternElectric(n) => (RulePreset::WesternElectric, n),
+    };
+    preset_table(preset)
+        .iter()
+        .find(|r| r.0 == n)
+        .map_or((Kind::Beyond, 1), |r| (r.1, r.2))
+}
+
 /// Validate the overrides against the preset.
 pub(crate) fn validate(
     preset: RulePreset,
@@ -323,7 +335,7 @@ pub(crate) struct Zones {
 /// Per-chart rule state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct RuleState {
-    #[serde(with = "crate::snapshot::opt_bits")]
+    #[serde(with = "crate::float_bits::opt_bits")]
     last: Option<f64>,
     /// Sign of the last step (+1 up, -1 down, 0 tie or none).
     last_dir: i8,

@@ -198,6 +198,10 @@ pub struct CusumSpec {
     /// h/2 is the usual choice).
     #[serde(default)]
     pub head_start: f64,
+    /// Start a sum again (at `head_start`) after it signalled, the textbook practice once the
+    /// cause has been dealt with; without it a sum stays above h for as long as the shift lasts.
+    #[serde(default)]
+    pub reset_after_signal: bool,
 }
 
 fn default_k() -> f64 {
@@ -213,32 +217,12 @@ impl Default for CusumSpec {
             k: default_k(),
             h: default_h(),
             head_start: 0.0,
+            reset_after_signal: false,
         }
     }
 }
 
-/// A problem in a characteristic's configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SpecIssue {
-    /// Key path relative to the `[[characteristic]]` table, e.g. "limits.sigma" or "rule.2.points".
-    pub path: String,
-    pub message: String,
-}
-
-impl SpecIssue {
-    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        SpecIssue {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for SpecIssue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
+pub use crate::issue::SpecIssue;
 
 /// Default capability window (subgroups).
 pub const DEFAULT_CAPABILITY_WINDOW: u32 = 100;
@@ -250,6 +234,14 @@ pub const MAX_WINDOW: u32 = 100_000;
 pub const MAX_CONTEXT_KEYS: usize = 16;
 
 impl CharacteristicSpec {
+    /// K of an enabled rule (points in the run, trend, ... or K of K+1); None if it is not enabled.
+    pub fn rule_points(&self, rule: crate::rules::Rule) -> Option<u32> {
+        crate::rules::active_rules(self.rules, &self.rule)
+            .iter()
+            .find(|r| r.rule == rule)
+            .map(|r| r.k)
+    }
+
     /// Every semantic problem of this spec (empty when it is valid).
     pub fn validate(&self) -> Vec<SpecIssue> {
         let mut v = Vec::new();

@@ -121,50 +121,31 @@ fn context_text(ctx: &serde_json::Value) -> String {
 /// One line per event on the alarms topic.
 fn event_line(e: &serde_json::Value) -> String {
     let s = |k: &str| e[k].as_str().unwrap_or("?");
-    let unit = e["unit"]
-        .as_str()
-        .map(|u| format!(" {u}"))
-        .unwrap_or_default();
     match s("kind") {
-        "spc.violation" => {
-            let l = &e["limits"];
-            format!(
-                ">>> SPC ALARM #{}  {}  {} chart  {} ({})  {}{unit}  [LCL {}  CL {}  UCL {}]  point seq {}{}",
-                e["seq"],
-                s("characteristic"),
-                s("chart"),
-                s("rule"),
-                s("severity"),
-                number(&e["value"]),
-                number(&l["lcl"]),
-                number(&l["centre"]),
-                number(&l["ucl"]),
-                e["point_seq"],
-                context_text(&e["context"])
-            )
-        }
-        "spc.out_of_spec" => format!(
-            ">>> OUT OF SPEC #{}  {}  {}{unit} {} {}  reading seq {}{}",
+        "spc.alarm" => episode_text(e),
+        "spc.suppression" => format!(
+            "--- SPC {} #{}  {}  by {} via {}{}{}",
+            s("transition").to_uppercase(),
             e["seq"],
             s("characteristic"),
-            number(&e["value"]),
-            if s("side") == "above-usl" {
-                "above USL"
-            } else {
-                "below LSL"
-            },
-            number(&e["limit"]),
-            e["point_seq"],
-            context_text(&e["context"])
-        ),
-        "spc.ack" => format!(
-            "<<< ACKNOWLEDGED #{}  {}  alarms {}  by {}: cause \"{}\", action \"{}\"",
-            e["seq"],
-            s("characteristic"),
-            e["alarms"],
             s("by"),
-            e["cause"].as_str().unwrap_or(""),
-            e["action"].as_str().unwrap_or("")
+            s("via"),
+            e["until"]
+                .as_str()
+                .map(|u| format!("  until {u}"))
+                .unwrap_or_default(),
+            e["note"]
+                .as_str()
+                .map(|n| format!("  \"{n}\""))
+                .unwrap_or_default()
+        ),
+        "agent.command" => format!(
+            "<<< COMMAND #{}  {}  {}  by {} via {}",
+            e["seq"],
+            s("cmd"),
+            e["characteristic"].as_str().unwrap_or(""),
+            s("by"),
+            s("via")
         ),
         "spc.limits" => format!(
             "--- SPC limits #{}  {}  from {} subgroups ({}): {}",
@@ -175,13 +156,121 @@ fn event_line(e: &serde_json::Value) -> String {
             limits_text(&e["limits"])
         ),
         "agent.command_rejected" => format!(
-            "<<< COMMAND REJECTED #{}: {}  ({})",
+            "<<< COMMAND REJECTED #{}: {}  (cmd {}, by {}, via {})",
             e["seq"],
             s("reason"),
-            e["request"]
+            e["cmd"],
+            e["by"],
+            s("via")
         ),
         _ => format!(">>> ALARM {e}"),
     }
+}
+
+/// An episode transition: a headline, the rules with their text, the points, and on raise the
+/// reaction plan.
+fn episode_text(e: &serde_json::Value) -> String {
+    let s = |k: &str| e[k].as_str().unwrap_or("?");
+    let unit = e["unit"]
+        .as_str()
+        .map(|u| format!(" {u}"))
+        .unwrap_or_default();
+    let transition = s("transition");
+    let what = match e["episode_kind"].as_str() {
+        Some("out-of-spec") => format!(
+            "OUT OF SPEC ({})",
+            if s("side") == "below-lsl" {
+                "below LSL"
+            } else {
+                "above USL"
+            }
+        ),
+        _ => format!("{} chart", e["chart"].as_str().unwrap_or("?")),
+    };
+    let arrow = match transition {
+        "raised" | "updated" => ">>>",
+        _ => "<<<",
+    };
+    let mut out = format!(
+        "{arrow} SPC ALARM {}  {}  episode {}  {what}  {}  ({})  count {}",
+        transition.to_uppercase(),
+        s("characteristic"),
+        e["episode"],
+        s("state"),
+        s("severity"),
+        e["count"]
+    );
+    if let Some(p) = e["partition"].as_str() {
+        out.push_str(&format!("  chart of {p}"));
+    }
+    if matches!(transition, "raised" | "updated") {
+        for r in e["rules"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "\n      {} ({}, {}): {} / {}",
+                r["rule"].as_str().unwrap_or("?"),
+                r["direction"].as_str().unwrap_or("?"),
+                r["severity"].as_str().unwrap_or("?"),
+                r["text"]["en"].as_str().unwrap_or("?"),
+                r["text"]["zh"].as_str().unwrap_or("?")
+            ));
+        }
+        let l = &e["limits"];
+        let limits = if l.is_object() {
+            format!(
+                "  [LCL {}  CL {}  UCL {}]",
+                number(&l["lcl"]),
+                number(&l["centre"]),
+                number(&l["ucl"])
+            )
+        } else {
+            String::new()
+        };
+        let all: &[serde_json::Value] = e["points"].as_array().map_or(&[], |v| v.as_slice());
+        let points: Vec<String> = all[all.len().saturating_sub(12)..]
+            .iter()
+            .map(|p| match p["subgroup"].as_u64() {
+                Some(n) => format!("#{n} {}", number(&p["value"])),
+                None => format!("seq {} {}", p["seq"], number(&p["value"])),
+            })
+            .collect();
+        out.push_str(&format!(
+            "\n      last {}{unit}  worst {}{unit}{limits}{}",
+            number(&e["last"]["value"]),
+            number(&e["worst"]["value"]),
+            context_text(&e["context"])
+        ));
+        if !points.is_empty() {
+            out.push_str(&format!("\n      points: {}", points.join(", ")));
+        }
+    }
+    if transition == "raised" {
+        for (i, step) in e["reaction_plan"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            out.push_str(&format!(
+                "\n      reaction plan {}. {}",
+                i + 1,
+                step.as_str().unwrap_or("?")
+            ));
+        }
+    }
+    if let Some(a) = e["ack"].as_object().filter(|_| transition != "raised") {
+        out.push_str(&format!(
+            "\n      acknowledged by {} via {}: cause \"{}\", action \"{}\"{}",
+            a.get("by").and_then(|v| v.as_str()).unwrap_or("?"),
+            a.get("via").and_then(|v| v.as_str()).unwrap_or("?"),
+            a.get("cause").and_then(|v| v.as_str()).unwrap_or(""),
+            a.get("action").and_then(|v| v.as_str()).unwrap_or(""),
+            a.get("note")
+                .and_then(|v| v.as_str())
+                .map(|n| format!(", note \"{n}\""))
+                .unwrap_or_default()
+        ));
+    }
+    out
 }
 
 fn limits_text(l: &serde_json::Value) -> String {
@@ -247,23 +336,46 @@ mod tests {
 
     #[test]
     fn spc_events_read_like_sentences() {
-        let v = json!({"kind": "spc.violation", "seq": 12, "characteristic": "bore", "chart": "xbar",
-            "rule": "nelson-1", "severity": "violation", "value": 74.00712000000001, "unit": "mm",
-            "limits": {"centre": 74.0001, "ucl": 74.0067, "lcl": 73.9935}, "point_seq": 801,
-            "context": {"lot": "L1", "part": "P-7"}});
+        let raised = json!({"kind": "spc.alarm", "seq": 12, "transition": "raised", "episode": 12818,
+            "characteristic": "bore", "episode_kind": "out-of-control", "chart": "xbar", "partition": null,
+            "state": "active-unacked", "severity": "violation", "count": 1, "unit": "mm",
+            "rules": [{"rule": "nelson-5", "severity": "violation", "direction": "above", "first_subgroup": 57,
+                "text": {"en": "2 of 3 points in a row beyond 2σ on the same side of the centre line",
+                         "zh": "连续3点中有2点落在中心线同一侧2σ以外"}}],
+            "points": [{"subgroup": 56, "seq": 790, "value": 74.0061}, {"subgroup": 57, "seq": 801, "value": 74.00712}],
+            "last": {"subgroup": 57, "seq": 801, "value": 74.00712}, "worst": {"subgroup": 57, "seq": 801, "value": 74.00712},
+            "limits": {"centre": 74.0001, "ucl": 74.0067, "lcl": 73.9935},
+            "context": {"lot": "L1", "part": "P-7"}, "reaction_plan": ["Stop the hone", "Measure 5 bores"], "ack": null});
         assert_eq!(
-            event_line(&v),
-            ">>> SPC ALARM #12  bore  xbar chart  nelson-1 (violation)  74.00712 mm  [LCL 73.9935  CL 74.0001  UCL 74.0067]  point seq 801  lot=L1  part=P-7"
+            event_line(&raised),
+            ">>> SPC ALARM RAISED  bore  episode 12818  xbar chart  active-unacked  (violation)  count 1\n      \
+             nelson-5 (above, violation): 2 of 3 points in a row beyond 2σ on the same side of the centre line / 连续3点中有2点落在中心线同一侧2σ以外\n      \
+             last 74.00712 mm  worst 74.00712 mm  [LCL 73.9935  CL 74.0001  UCL 74.0067]  lot=L1  part=P-7\n      \
+             points: #56 74.0061, #57 74.00712\n      \
+             reaction plan 1. Stop the hone\n      \
+             reaction plan 2. Measure 5 bores"
         );
-        let o = json!({"kind": "spc.out_of_spec", "seq": 13, "characteristic": "bore", "value": 74.0153,
-            "side": "above-usl", "limit": 74.015, "point_seq": 805, "context": {}});
+        let mut acked = raised.clone();
+        acked["transition"] = "acknowledged".into();
+        acked["state"] = "active-acked".into();
+        acked["ack"] =
+            json!({"by": "j.doe", "via": "station", "cause": "worn hone", "action": "replaced"});
+        let line = event_line(&acked);
+        assert!(
+            line.starts_with("<<< SPC ALARM ACKNOWLEDGED  bore  episode 12818"),
+            "{line}"
+        );
+        assert!(
+            line.contains("acknowledged by j.doe via station: cause \"worn hone\""),
+            "{line}"
+        );
+        assert!(!line.contains("reaction plan"));
+        let shelved = json!({"kind": "spc.suppression", "seq": 30, "transition": "shelved", "characteristic": "bore",
+            "by": "j.doe", "via": "mqtt", "until": "2026-11-28T20:10:00.000000Z"});
         assert_eq!(
-            event_line(&o),
-            ">>> OUT OF SPEC #13  bore  74.0153 above USL 74.015  reading seq 805"
+            event_line(&shelved),
+            "--- SPC SHELVED #30  bore  by j.doe via mqtt  until 2026-11-28T20:10:00.000000Z"
         );
-        let a = json!({"kind": "spc.ack", "seq": 20, "characteristic": "bore", "alarms": [12, 13],
-            "by": "j.doe", "cause": "worn hone", "action": "replaced"});
-        assert!(event_line(&a).starts_with("<<< ACKNOWLEDGED #20  bore  alarms [12,13]  by j.doe"));
         assert!(event_line(&json!({"kind": "agent.data_dropped"})).starts_with(">>> ALARM {"));
         let cap = json!({"cp": 1.234, "cpk": 1.1, "pp": null, "ppk": 1.0, "cpm": 0.9, "mean": 74.0, "observations": 100});
         assert_eq!(

@@ -75,6 +75,7 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
         store,
         mqtt,
         hash,
+        spc: spc_policy,
         ..
     } = config;
     let settings = Settings { agent, store, mqtt };
@@ -101,7 +102,8 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
         commands_rx,
         crate::spc::SpcTopics::new(&settings.mqtt.topic_prefix, &settings.agent.id),
         &state_dir,
-    );
+    )
+    .with_policy(spc_policy);
     let spc_control = spc.control();
 
     let metrics = Metrics {
@@ -109,6 +111,7 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
         forwarder: Arc::new(ForwarderStats::default()),
         devices: Arc::new(RwLock::new(Vec::new())),
         alarms: crate::metrics::OpenAlarms::default(),
+        spc: spc.kpis(),
     };
     let mut running = Devices::new(
         store.sink(),

@@ -355,9 +355,14 @@ fn collect_alarms(v: &Value, ch: Option<&str>, rows: &mut Vec<AlarmRow>, depth: 
         }
         Value::Object(map) => {
             let here = map.get("characteristic").and_then(Value::as_str).or(ch);
-            if let Some(inner) = map.get("alarms").or_else(|| map.get("active")) {
+            if let Some(inner) = map
+                .get("alarms")
+                .or_else(|| map.get("active"))
+                .or_else(|| map.get("episodes"))
+            {
                 collect_alarms(inner, here, rows, depth + 1);
             } else if map.contains_key("alarm_seq")
+                || map.contains_key("episode")
                 || map.contains_key("seq")
                 || map.contains_key("rule")
                 || map.contains_key("kind")
@@ -376,7 +381,7 @@ fn collect_alarms(v: &Value, ch: Option<&str>, rows: &mut Vec<AlarmRow>, depth: 
 
 fn alarm_row(map: &serde_json::Map<String, Value>, ch: Option<&str>) -> AlarmRow {
     let get = |k: &str| map.get(k).map(text).filter(|s| s != "-");
-    let detail = ["message", "reason", "value", "description"]
+    let detail = ["message", "reason", "state", "value", "description"]
         .iter()
         .find_map(|k| {
             get(k).map(|v| {
@@ -390,14 +395,28 @@ fn alarm_row(map: &serde_json::Map<String, Value>, ch: Option<&str>) -> AlarmRow
         .unwrap_or_else(|| "-".into());
     AlarmRow {
         seq: get("alarm_seq")
+            .or_else(|| get("episode"))
             .or_else(|| get("seq"))
             .unwrap_or_else(|| "-".into()),
         ts: get("ts").unwrap_or_else(|| "-".into()),
         characteristic: get("characteristic")
             .or_else(|| ch.map(str::to_string))
             .unwrap_or_else(|| "-".into()),
-        kind: get("kind").unwrap_or_else(|| "-".into()),
-        rule: get("rule").unwrap_or_else(|| "-".into()),
+        kind: get("kind")
+            .or_else(|| get("episode_kind"))
+            .unwrap_or_else(|| "-".into()),
+        // An episode lists every rule broken so far.
+        rule: get("rule")
+            .or_else(|| {
+                let rules: Vec<&str> = map
+                    .get("rules")?
+                    .as_array()?
+                    .iter()
+                    .filter_map(|r| r.get("rule").and_then(Value::as_str))
+                    .collect();
+                (!rules.is_empty()).then(|| rules.join(","))
+            })
+            .unwrap_or_else(|| "-".into()),
         detail,
     }
 }

@@ -113,6 +113,10 @@ impl Checker<'_> {
             };
             self.push(&join(at, &path), issue.message.clone());
         }
+        let (alarm, problems) = agent.alarm();
+        for (key, message) in problems {
+            self.push(&format!("{at}.{key}"), message);
+        }
         self.in_range(
             &format!("{at}.capability_interval"),
             agent.capability_interval,
@@ -140,6 +144,7 @@ impl Checker<'_> {
             unit,
             capability_interval: agent.capability_interval,
             publish_points: agent.publish_points,
+            alarm,
             spec,
         })
     }

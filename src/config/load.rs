@@ -12,7 +12,7 @@ use super::checker::Checker;
 use super::error::{ConfigError, ConfigErrors};
 use super::merge::{self, Source};
 use super::read;
-use super::types::{AgentConfig, Config, MqttConfig, StoreConfig};
+use super::types::{AgentConfig, Config, MqttConfig, SpcConfig, StoreConfig};
 
 /// Reads and validates a config file and the `conf.d/*.toml` files next to it (merged in name order).
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -84,6 +84,10 @@ fn load_sources(
     let agent: Option<AgentConfig> = cx.section(&root, "agent", true);
     let store: Option<StoreConfig> = cx.section(&root, "store", false);
     let mqtt: Option<MqttConfig> = cx.section(&root, "mqtt", true);
+    let spc: Option<SpcConfig> = cx.section(&root, "spc", false);
+    for (key, message) in spc.as_ref().map(SpcConfig::check).unwrap_or_default() {
+        cx.push(&format!("spc.{key}"), message);
+    }
     if let Some(agent) = &agent {
         cx.check_agent(agent);
     }
@@ -128,6 +132,7 @@ fn load_sources(
         devices,
         characteristics,
         warnings,
+        spc: spc.unwrap_or_default(),
     })
 }
 

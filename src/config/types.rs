@@ -31,6 +31,8 @@ pub struct Config {
     pub characteristics: Vec<CharacteristicConfig>,
     /// Problems that do not stop the agent (e.g. a password file every user may read).
     pub warnings: Vec<super::ConfigError>,
+    /// `[spc]`: the agent-wide alarm policy.
+    pub spc: SpcConfig,
 }
 
 impl fmt::Debug for Config {
@@ -299,6 +301,108 @@ pub struct CharacteristicConfig {
     pub capability_interval: Duration,
     /// Publish every plotted point on `<prefix>/<agent>/spc/<name>/points`.
     pub publish_points: bool,
+    /// How its alarms behave and what they tell the operator.
+    pub alarm: CharacteristicAlarms,
+}
+
+/// The alarm keys of a `[[characteristic]]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CharacteristicAlarms {
+    /// Steps of the reaction plan (OCAP) shown with every alarm of the characteristic.
+    pub reaction_plan: Vec<String>,
+    /// Steps for one rule (`nelson-2`, `western-electric-1`, ...) or `out-of-spec`, instead.
+    pub reaction_plan_rule: std::collections::BTreeMap<String, Vec<String>>,
+    /// Consecutive in-control points (in-spec readings) that return an episode to normal.
+    pub return_to_normal: u32,
+    /// The source's resolution (e.g. 0.001): points are rounded to it.
+    pub resolution: Option<f64>,
+    /// Episodes raised per 10 minutes at most (further ones are counted, not raised); 0: no limit.
+    pub max_alarms_per_10min: u32,
+}
+
+/// `[spc]`: the alarm policy of the whole agent.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpcConfig {
+    /// Episodes raised per 10 minutes over all characteristics at most; 0: no limit.
+    #[serde(default = "default_agent_alarms")]
+    pub max_alarms_per_10min: u32,
+    /// An open episode sends an `updated` event every this many further points (new rules and
+    /// re-activation always do); 0: only those.
+    #[serde(default = "default_update_every")]
+    pub update_every: u32,
+    /// Longest shelving accepted.
+    #[serde(default = "default_max_shelve", deserialize_with = "duration")]
+    pub max_shelve: Duration,
+    /// Pick lists for acknowledgements: when set, `cause` / `action` must be one of them.
+    #[serde(default)]
+    pub causes: Vec<String>,
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// Who may send each kind of command (`by`); a kind without a list is open to anyone.
+    #[serde(default)]
+    pub allow: CommandAllow,
+}
+
+impl Default for SpcConfig {
+    fn default() -> Self {
+        SpcConfig {
+            max_alarms_per_10min: default_agent_alarms(),
+            update_every: default_update_every(),
+            max_shelve: default_max_shelve(),
+            causes: Vec::new(),
+            actions: Vec::new(),
+            allow: CommandAllow::default(),
+        }
+    }
+}
+
+/// `[spc.allow]`: the `by` values allowed per command kind.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CommandAllow {
+    pub ack: Option<Vec<String>>,
+    /// Also `unshelve`.
+    pub shelve: Option<Vec<String>>,
+    /// Also `in-service`.
+    pub out_of_service: Option<Vec<String>>,
+    pub recalculate: Option<Vec<String>>,
+}
+
+impl SpcConfig {
+    /// Problems as (key under `spc`, message).
+    pub(crate) fn check(&self) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        if self.max_shelve < Duration::from_secs(60)
+            || self.max_shelve > Duration::from_secs(7 * 86400)
+        {
+            v.push(("max_shelve".into(), "must be between 1m and 7d".into()));
+        }
+        for (key, list) in [("causes", &self.causes), ("actions", &self.actions)] {
+            for (i, item) in list.iter().enumerate() {
+                if item.trim().is_empty() || item.len() > 200 {
+                    v.push((format!("{key}[{i}]"), "must be 1 to 200 characters".into()));
+                }
+            }
+        }
+        v
+    }
+}
+
+fn default_agent_alarms() -> u32 {
+    10
+}
+fn default_update_every() -> u32 {
+    25
+}
+fn default_max_shelve() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+fn default_return_to_normal() -> u32 {
+    9
+}
+fn default_char_alarms() -> u32 {
+    5
 }
 
 /// The agent's own keys of a `[[characteristic]]` table; the rest belongs to the SPC engine's spec.
@@ -312,10 +416,76 @@ pub(crate) struct CharacteristicAgentKeys {
     pub capability_interval: Duration,
     #[serde(default = "default_true")]
     pub publish_points: bool,
+    #[serde(default)]
+    pub reaction_plan: Vec<String>,
+    #[serde(default)]
+    pub reaction_plan_rule: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default = "default_return_to_normal")]
+    pub return_to_normal: u32,
+    #[serde(default)]
+    pub resolution: Option<f64>,
+    #[serde(default = "default_char_alarms")]
+    pub max_alarms_per_10min: u32,
 }
 
 impl CharacteristicAgentKeys {
-    pub(crate) const KEYS: &[&str] = &["context", "capability_interval", "publish_points"];
+    pub(crate) const KEYS: &[&str] = &[
+        "context",
+        "capability_interval",
+        "publish_points",
+        "reaction_plan",
+        "reaction_plan_rule",
+        "return_to_normal",
+        "resolution",
+        "max_alarms_per_10min",
+    ];
+
+    /// The alarm keys, checked: problems as (key, message).
+    pub(crate) fn alarm(&self) -> (CharacteristicAlarms, Vec<(String, String)>) {
+        let mut v = Vec::new();
+        if !(1..=1000).contains(&self.return_to_normal) {
+            v.push(("return_to_normal".into(), "must be in 1..=1000".into()));
+        }
+        if self.resolution.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            v.push(("resolution".into(), "must be a number > 0".into()));
+        }
+        let steps = |key: String, list: &Vec<String>, v: &mut Vec<(String, String)>| {
+            if list.len() > 20 {
+                v.push((key.clone(), "at most 20 steps".into()));
+            }
+            for (i, s) in list.iter().enumerate() {
+                if s.trim().is_empty() || s.len() > 500 {
+                    v.push((
+                        format!("{key}[{i}]"),
+                        "a step is 1 to 500 characters".into(),
+                    ));
+                }
+            }
+        };
+        steps("reaction_plan".into(), &self.reaction_plan, &mut v);
+        for (rule, list) in &self.reaction_plan_rule {
+            let known = rule == "out-of-spec"
+                || serde_json::from_value::<lineside_spc::Rule>(serde_json::Value::String(
+                    rule.clone(),
+                ))
+                .is_ok();
+            if !known {
+                v.push((
+                    format!("reaction_plan_rule.{rule}"),
+                    "must name a rule (nelson-1 .. nelson-8, western-electric-1 .. western-electric-4) or out-of-spec".into(),
+                ));
+            }
+            steps(format!("reaction_plan_rule.{rule}"), list, &mut v);
+        }
+        let alarm = CharacteristicAlarms {
+            reaction_plan: self.reaction_plan.clone(),
+            reaction_plan_rule: self.reaction_plan_rule.clone(),
+            return_to_normal: self.return_to_normal,
+            resolution: self.resolution,
+            max_alarms_per_10min: self.max_alarms_per_10min,
+        };
+        (alarm, v)
+    }
 }
 
 fn default_capability_interval() -> Duration {

@@ -4,33 +4,79 @@
 
 use std::collections::BTreeMap;
 
-use lineside_spc::{Capability, FrozenLimits, Limits, Point};
+use lineside_spc::{
+    Capability, ChartId, Context, FrozenLimits, Limits, Point, PointLimits, RuleSet,
+};
 use serde::Serialize;
 
 use super::alarms::ts_string;
+use super::rounding::Rounding;
 
-/// One plotted point (`<prefix>/<agent>/spc/<characteristic>/points`, QoS 1, not retained). When a
-/// baseline completes, its points are sent again with limits: the later message for the same
-/// (chart, seq) replaces the earlier one.
+/// One plotted point (`<prefix>/<agent>/spc/<characteristic>/points`, QoS 1, not retained), sent once:
+/// numbered per chart (`subgroup`), marked `baseline` or `monitoring`, rounded (see `rounding`).
 #[derive(Serialize)]
 struct PointMsg<'a> {
     characteristic: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    chart: ChartId,
     partition: Option<&'a str>,
+    subgroup: u64,
+    phase: &'static str,
+    seq_first: u64,
+    seq: u64,
     ts: String,
+    n: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sample_size: Option<f64>,
+    value: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     unit: Option<&'a str>,
-    #[serde(flatten)]
-    point: &'a Point,
+    /// CUSUM: the unit of the measured values (the sums are in σ).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_unit: Option<&'a str>,
+    limits: Option<PointLimits>,
+    rules: RuleSet,
+    context: &'a Context,
 }
 
-pub fn point(ch: &str, unit: Option<&str>, p: &Point) -> Vec<u8> {
+/// The unit of a chart's values: σ for CUSUM sums, none for fractions and counts, else the source's.
+pub fn chart_unit(chart: ChartId, unit: Option<&str>) -> Option<&str> {
+    match chart {
+        ChartId::CusumUpper | ChartId::CusumLower => Some("σ"),
+        ChartId::P | ChartId::Np | ChartId::C | ChartId::U => None,
+        _ => unit,
+    }
+}
+
+pub fn point(
+    ch: &str,
+    unit: Option<&str>,
+    p: &Point,
+    subgroup: u64,
+    baseline: bool,
+    rounding: &Rounding,
+) -> Vec<u8> {
+    let cusum = matches!(p.chart, ChartId::CusumUpper | ChartId::CusumLower);
     let msg = PointMsg {
         characteristic: ch,
+        chart: p.chart,
         partition: p.context.partition(),
+        subgroup,
+        phase: if baseline || p.limits.is_none() {
+            "baseline"
+        } else {
+            "monitoring"
+        },
+        seq_first: p.seq_first,
+        seq: p.seq,
         ts: ts_string(p.ts_micros),
-        unit,
-        point: p,
+        n: p.n,
+        sample_size: p.sample_size,
+        value: rounding.value(p.chart, p.value),
+        unit: chart_unit(p.chart, unit),
+        source_unit: if cusum { unit } else { None },
+        limits: p.limits.map(|l| rounding.limits(p.chart, l)),
+        rules: p.rules,
+        context: &p.context,
     };
     serde_json::to_vec(&msg).unwrap_or_default()
 }

@@ -4,32 +4,36 @@
 //! feeds the good-quality values of each characteristic's source to its engine, with the latest
 //! values of its context tags, and turns the results into:
 //!
-//! - stored events, forwarded at least once with a seq on `<prefix>/<agent>/alarms`:
-//!   `spc.violation` (a run rule broken), `spc.out_of_spec` (a reading beyond USL/LSL), `spc.limits`
-//!   (limits computed), `spc.ack` (alarms acknowledged), `spc.recalculate`, and
+//! - stored events, forwarded at least once with a seq on `<prefix>/<agent>/alarms`: `spc.alarm`
+//!   (a transition of an alarm episode: raised, updated, acknowledged, returned, cleared; see
+//!   `episodes`), `spc.suppression` (shelved, unshelved, out of service, in service), `spc.limits`
+//!   (limits computed), `spc.recalculate`, `agent.command` (the audit of an accepted command) and
 //!   `agent.command_rejected` (a command that could not be carried out, with the reason);
-//! - derived messages published through the forwarder: every plotted point on
-//!   `.../spc/<characteristic>/points`, capability on `.../spc/<characteristic>/capability`
+//! - derived messages published through the forwarder: every plotted point once, numbered per chart,
+//!   on `.../spc/<characteristic>/points`, capability on `.../spc/<characteristic>/capability`
 //!   (periodically and on request), and, retained, the current limits on
-//!   `.../spc/<characteristic>/limits` and the open alarms on `.../alarms/active/<characteristic>`.
+//!   `.../spc/<characteristic>/limits` and the open episodes on `.../alarms/active/<characteristic>`.
 //!
-//! An alarm stays active until it is acknowledged on the command topic. The state (every chart's
-//! snapshot, limits, active alarms, latest context values) is persisted in the state directory; after
-//! a restart the engines continue from it and replay the readings stored since, so a developing
-//! pattern is not forgotten and an alarm is not raised twice (see `runtime` and `persist`).
+//! The state (every chart's snapshot, limits, episodes, latest context values) is persisted in the
+//! state directory; after a restart the engines continue from it and replay the readings stored
+//! since, so a developing pattern is not forgotten and no transition is stored twice (see `runtime`
+//! and `persist`). The message and command formats are in `SPC-SCHEMA.md` and the README.
 
 mod alarms;
 mod commands;
 #[cfg(test)]
 mod config_tests;
 mod context;
+mod episodes;
 mod messages;
 mod persist;
+mod rounding;
 mod runtime;
 
-pub use alarms::{ACK, LIMITS, OUT_OF_SPEC, RECALCULATE, REJECTED, VIOLATION};
+pub use alarms::{ALARM, COMMAND, LIMITS, RECALCULATE, REJECTED, SUPPRESSION};
+pub use commands::station_command;
 pub use persist::state_path;
-pub use runtime::{Changes, Spc, SpcControl};
+pub use runtime::{Changes, Spc, SpcControl, SpcKpis};
 
 use crate::bus::Topics;
 

@@ -1,4 +1,4 @@
-//! The SPC state file: every chart's snapshot, its frozen limits, the active alarms and the latest
+//! The SPC state file: every chart's snapshot, its frozen limits, the alarm episodes and the latest
 //! context values, all taken at one position in the store (`readings_seq`, `events_seq`). After a
 //! restart the engine continues from it and replays the readings stored after `readings_seq`.
 //!
@@ -12,10 +12,12 @@ use std::path::{Path, PathBuf};
 use lineside_spc::{FrozenLimits, Snapshot};
 use serde::{Deserialize, Serialize};
 
-use super::alarms::ActiveAlarm;
 use super::context::SavedSlot;
+use super::episodes::CharAlarms;
 
-pub const STATE_VERSION: u32 = 1;
+/// 2: alarm episodes (the active alarm list of version 1 is not read; the episodes are rebuilt from
+/// the stored events).
+pub const STATE_VERSION: u32 = 2;
 
 /// Where the state lives in the agent's state directory.
 pub fn state_path(state_dir: &Path) -> PathBuf {
@@ -39,7 +41,8 @@ pub struct CharState {
     /// The latest limits computed per chart (`chart_per` value), to restore them if the snapshot no
     /// longer fits the configuration.
     pub limits: Vec<FrozenLimits>,
-    pub active: Vec<ActiveAlarm>,
+    /// Open episodes, shelving, subgroup numbers, recent points and the rate guard.
+    pub alarms: CharAlarms,
 }
 
 /// Reads the state; Ok(None) when there is none yet.

@@ -1,10 +1,10 @@
 //! Changing the characteristics of the running SPC task (a config reload), by name:
 //!
-//! - unchanged: kept as they are (engine, limits, active alarms);
+//! - unchanged: kept as they are (engine, limits, alarm episodes);
 //! - only the agent's keys changed (context sources, capability interval, points): kept, with the new
 //!   settings;
 //! - the engine's spec changed: rebuilt the way a restart rebuilds it (`restore`): a fresh engine that
-//!   takes over the computed limits where they still apply, keeps its active alarms, and replays every
+//!   takes over the computed limits where they still apply, keeps its alarm episodes, and replays every
 //!   stored reading silently, so only readings from now on alarm;
 //! - added: a fresh engine; the stored readings are history to it, replayed silently;
 //! - removed: dropped, and what the broker retains for it (active alarms, limits) is cleared.
@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{CHUNK, Char, Runtime, Sink, restore};
+use super::restore::restore;
+use super::{CHUNK, Char, Runtime};
 use crate::config::CharacteristicConfig;
 use crate::spc::context::Router;
 use crate::spc::persist::CharState;
@@ -122,6 +123,7 @@ impl Runtime {
                     }
                     ch.index = index;
                     ch.inputs = inputs;
+                    ch.policy = super::outputs::policy(&cfg, &self.policy);
                     ch.cfg = cfg;
                     chars.push(ch);
                     continue;
@@ -131,7 +133,7 @@ impl Runtime {
             let saved = previous.as_ref().map(|p| CharState {
                 snapshot: p.engine.snapshot(),
                 limits: p.limits.values().cloned().collect(),
-                active: p.active.saved(),
+                alarms: p.alarms.clone(),
             });
             let engine = match restore(&cfg.spec, saved.as_ref()) {
                 Ok((engine, _)) => engine,
@@ -142,12 +144,12 @@ impl Runtime {
                     continue;
                 }
             };
-            let mut ch = Char::new(index, cfg, inputs, engine, &self.topics, now);
+            let mut ch = Char::new(index, cfg, &self.policy, inputs, engine, &self.topics, now);
             // Everything processed so far is history to the new engine.
             ch.silent_upto = self.position;
             if let Some(p) = previous {
                 ch.limits = p.limits;
-                ch.active = p.active;
+                ch.alarms = p.alarms;
                 changes.rebuilt.push(name);
             } else {
                 changes.added.push(name);
@@ -248,27 +250,14 @@ impl Runtime {
                 break;
             };
             after = last;
-            let Runtime {
-                chars,
-                out,
-                effects,
-                stats,
-                side,
-                ..
-            } = self;
-            let mut sink = Sink {
-                side,
-                effects,
-                stats,
-            };
             for row in rows.iter().take_while(|r| r.seq <= upto) {
                 let Some(route) = router.route(&row.reading) else {
                     continue;
                 };
                 let slot = route.slot;
                 for &local in &route.sources {
-                    if let Some(ch) = targets.get(local).and_then(|&ci| chars.get_mut(ci)) {
-                        ch.push(row.seq, &row.reading, &router.slots, out, &mut sink);
+                    if let Some(ch) = targets.get(local).and_then(|&ci| self.chars.get_mut(ci)) {
+                        ch.push(row.seq, &row.reading, &router.slots, &mut self.outputs);
                     }
                 }
                 if let Some(slot) = slot {

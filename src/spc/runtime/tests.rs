@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::bus::{Command, CommandSender, SidePublish};
 use crate::config::{Config, StoreConfig};
+use crate::bus::{Command, CommandSender, SidePublish};
 use crate::spc::SpcTopics;
 
 const DEVICE: &str = r#"
@@ -83,12 +83,20 @@ fn harness(cfg: Config, store: &Arc<Store>, dir: &std::path::Path) -> Harness {
         commands_rx,
         SpcTopics::new("ls", "t"),
         dir,
-    );
+    )
+    .with_policy(cfg.spc);
     Harness {
         side,
         commands,
         spc,
     }
+}
+
+/// Whether an episode event lists `rule` among the rules broken so far.
+fn has_rule(v: &Json, rule: &str) -> bool {
+    v["rules"]
+        .as_array()
+        .is_some_and(|rs| rs.iter().any(|r| r["rule"] == rule))
 }
 
 /// Everything published on `topic` so far.
@@ -142,7 +150,7 @@ async fn lagging_and_overlapping_batches_process_every_reading_once() {
     }
     let reader = store.reader().unwrap();
     let mut rt = Runtime::start(&h.spc, reader).await.unwrap();
-    rt.finish_replay();
+    rt.finish_replay().await;
     let mut batches = Vec::new();
     while let Ok(b) = h.spc.batches.try_recv() {
         batches.push(b);
@@ -195,16 +203,16 @@ async fn faulty_and_text_readings_are_skipped() {
     rt.catch_up(5, None).await.unwrap();
     assert_eq!(
         (
-            rt.stats.pushed,
-            rt.stats.skipped_quality,
-            rt.stats.skipped_not_numeric
+            rt.outputs.stats.pushed,
+            rt.outputs.stats.skipped_quality,
+            rt.outputs.stats.skipped_not_numeric
         ),
         (2, 2, 1)
     );
     let points = drain(&mut h.side, "ls/t/spc/od/points");
     assert!(points.iter().all(|p| p["value"] != 99.0));
     assert!(
-        events(&store, "spc.violation").is_empty(),
+        events(&store, "spc.alarm").is_empty(),
         "the faulty 99.0 raised nothing"
     );
 }
@@ -303,11 +311,11 @@ async fn a_changed_spec_rebuilds_silently_and_keeps_the_computed_limits() {
     run.stop().await;
     let limits = events(&store, "spc.limits");
     assert_eq!(limits.len(), 1, "{limits:?}");
-    let before: Vec<Json> = events(&store, "spc.violation");
+    let before: Vec<Json> = events(&store, "spc.alarm");
     assert!(
         before
             .iter()
-            .any(|v| v["point_seq"] == 26 && v["rule"] == "nelson-1")
+            .any(|v| v["last"]["seq"] == 26 && has_rule(v, "nelson-1"))
     );
 
     // Other rules: the snapshot no longer fits, the limits still do.
@@ -323,16 +331,16 @@ async fn a_changed_spec_rebuilds_silently_and_keeps_the_computed_limits() {
         .await;
     run.stop().await;
     assert_eq!(events(&store, "spc.limits").len(), 1, "no new baseline");
-    let after = events(&store, "spc.violation");
+    let after = events(&store, "spc.alarm");
     let new: Vec<&Json> = after.iter().skip(before.len()).collect();
     assert!(!new.is_empty());
     assert!(
-        new.iter().all(|v| v["point_seq"].as_u64() > Some(30)),
+        new.iter().all(|v| v["last"]["seq"].as_u64() > Some(30)),
         "history is not alarmed again: {new:?}"
     );
     assert!(
         new.iter()
-            .any(|v| v["point_seq"] == last && v["rule"] == "western-electric-1")
+            .any(|v| v["last"]["seq"] == last && has_rule(v, "western-electric-1"))
     );
 }
 
@@ -353,9 +361,11 @@ async fn a_recalculation_is_repeated_at_its_position_on_replay() {
     let at = feed(&store, &shifted).await;
     run.wait_point(at).await;
     run.commands
-        .try_send(Command::mqtt(
-            json!({"cmd": "recalculate", "characteristic": "od", "by": "qe", "id": 1}),
-        ))
+        .send(Command {
+            body: json!({"cmd": "recalculate", "characteristic": "od", "by": "qe", "id": 1}),
+            via: crate::bus::Via::Mqtt,
+            received: chrono::Utc::now(),
+        })
         .unwrap();
     let recalculated = run
         .wait(|t, b| t.ends_with("/limits") && b["charts"][0]["computed"]["seq_last"] == at)
@@ -372,7 +382,7 @@ async fn a_recalculation_is_repeated_at_its_position_on_replay() {
     let limits = events(&store, "spc.limits");
     assert_eq!(limits.len(), 2);
     assert_eq!(limits[1]["reason"], "recalculate");
-    let violations = events(&store, "spc.violation").len();
+    let violations = events(&store, "spc.alarm").len();
 
     // From the older state: the replay repeats the recalculation at the same point, so it ends with
     // the same limits, and stores nothing twice.
@@ -388,7 +398,7 @@ async fn a_recalculation_is_repeated_at_its_position_on_replay() {
     run.stop().await;
     assert_eq!(events(&store, "spc.limits").len(), 2);
     assert_eq!(events(&store, "spc.recalculate").len(), 1);
-    assert_eq!(events(&store, "spc.violation").len(), violations);
+    assert_eq!(events(&store, "spc.alarm").len(), violations);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,12 +408,18 @@ async fn commands_that_cannot_be_carried_out_are_answered() {
     let mut run = start(config(dir.path(), IMR), &store, dir.path());
     run.wait(|t, _| t.ends_with("/alarms/active/od")).await;
     for body in [
-        json!({"cmd": "recalculate", "characteristic": "od", "id": "fixed"}),
+        json!({"cmd": "recalculate", "characteristic": "od", "by": "qe", "id": "fixed"}),
         json!({"cmd": "capability", "id": "empty"}),
         json!({"cmd": "ack", "characteristic": "od", "alarm_seq": "all", "by": "x", "id": "none"}),
         json!("not an object"),
     ] {
-        run.commands.try_send(Command::mqtt(body)).unwrap();
+        run.commands
+            .send(Command {
+                body,
+                via: crate::bus::Via::Mqtt,
+            received: chrono::Utc::now(),
+            })
+            .unwrap();
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while events(&store, "agent.command_rejected").len() < 4 {
@@ -424,7 +440,7 @@ async fn commands_that_cannot_be_carried_out_are_answered() {
         reason("fixed")
     );
     assert!(reason("empty").contains("not enough data"));
-    assert!(reason("none").contains("no active alarm"));
+    assert!(reason("none").contains("no open episode"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -465,10 +481,10 @@ rules = "limits-only"
         "the latest size stays in force"
     );
     // UCL at n = 200: 0.1 + 3 sqrt(0.1 * 0.9 / 200) = 0.1636: 36/200 = 0.18 is beyond, 0.15 is not.
-    let v = events(&store, "spc.violation");
+    let v = events(&store, "spc.alarm");
     assert_eq!(v.len(), 1, "{v:?}");
     assert_eq!(
-        (v[0]["point_seq"].as_u64(), v[0]["chart"].as_str()),
+        (v[0]["last"]["seq"].as_u64(), v[0]["chart"].as_str()),
         (Some(5), Some("p"))
     );
 }
@@ -492,16 +508,16 @@ limits = { centre = 10.0, sigma = 1.0 }
     run.wait_point(last).await;
     // Alarms are stored once their batch is processed, after its points are published.
     let alarmed = |ch: &str| {
-        events(&store, "spc.violation")
+        events(&store, "spc.alarm")
             .iter()
-            .any(|v| v["characteristic"] == ch && v["point_seq"] == 26)
+            .any(|v| v["characteristic"] == ch && v["last"]["seq"] == 26)
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !(alarmed("od") && alarmed("gone")) {
         assert!(tokio::time::Instant::now() < deadline, "no alarm at seq 26");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let before = events(&store, "spc.violation");
+    let before = events(&store, "spc.alarm");
 
     // od: other rules (rebuilt, keeps its computed limits); gone: removed; new: added.
     let after_cfg = format!(
@@ -531,11 +547,11 @@ limits = { centre = 10.0, sigma = 1.0 }
         .await;
     run.stop().await;
     assert_eq!(events(&store, "spc.limits").len(), 1, "no new baseline");
-    let after = events(&store, "spc.violation");
+    let after = events(&store, "spc.alarm");
     let new: Vec<&Json> = after.iter().skip(before.len()).collect();
     assert!(
         new.iter()
-            .all(|v| v["point_seq"].as_u64() > Some(30) && v["characteristic"] != "gone"),
+            .all(|v| v["last"]["seq"].as_u64() > Some(30) && v["characteristic"] != "gone"),
         "history is not alarmed again, the removed one is silent: {new:?}"
     );
     for ch in ["od", "new"] {
@@ -572,4 +588,239 @@ async fn a_characteristic_added_later_knows_the_context_stored_before() {
         .await;
     assert_eq!(point["context"], json!({"part": "P7"}), "{point}");
     run.stop().await;
+}
+
+/// Stops the task and returns every message published on `topic`, in order.
+async fn stop_and_collect(mut run: Running, topic: &str) -> Vec<Json> {
+    run.stop.cancel();
+    run.task.await.unwrap().unwrap();
+    let mut out: Vec<Json> = run
+        .seen
+        .iter()
+        .filter(|m| m.topic == topic)
+        .map(|m| serde_json::from_slice(&m.payload).unwrap_or(Json::Null))
+        .collect();
+    out.extend(drain(&mut run.side, topic));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_baseline_point_is_published_once_numbered_from_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let run = start(config(dir.path(), BASELINE), &store, dir.path());
+    feed(&store, &values(1, 30)).await;
+    // Wait until the last point went out, without consuming what came before.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while store.watch_committed().borrow().readings < 30 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let points = stop_and_collect(run, "ls/t/spc/od/points").await;
+    for (chart, n) in [("i", 30u64), ("mr", 29)] {
+        let mine: Vec<&Json> = points.iter().filter(|p| p["chart"] == chart).collect();
+        let subgroups: Vec<u64> = mine.iter().filter_map(|p| p["subgroup"].as_u64()).collect();
+        assert_eq!(
+            subgroups,
+            (1..=n).collect::<Vec<_>>(),
+            "{chart}: once each, in order"
+        );
+        let seqs: std::collections::BTreeSet<u64> =
+            mine.iter().filter_map(|p| p["seq"].as_u64()).collect();
+        assert_eq!(seqs.len() as u64, n, "{chart}: no point twice");
+        // The first 20 readings are the baseline (the MR chart's 19 of them); then monitoring.
+        let baseline = mine.iter().filter(|p| p["phase"] == "baseline").count() as u64;
+        assert_eq!(baseline, n - 10, "{chart}");
+        for p in &mine {
+            assert_eq!(
+                p["phase"] == "monitoring",
+                p["limits"].is_object(),
+                "monitoring points carry their limits: {p}"
+            );
+            // No float noise: the value prints in at most 12 significant digits.
+            let text = p["value"].to_string();
+            assert!(text.trim_start_matches("0.").len() <= 14, "{text}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cusum_points_are_in_sigma_units_and_reset_after_a_signal() {
+    const CUSUM: &str = r#"
+[[characteristic]]
+name = "od"
+source = "g/od"
+chart = "cusum"
+limits = { centre = 10.0, sigma = 1.0 }
+cusum = { k = 0.5, h = 4.0, reset_after_signal = true }
+resolution = 0.001
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[agent]\nid = \"t\"\nstate_dir = {:?}\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n{}{CUSUM}",
+        dir.path().display().to_string(),
+        DEVICE.replace("name = \"od\"\n", "name = \"od\"\nunit = \"mm\"\n")
+    );
+    let cfg = crate::config::load_str(&dir.path().join("t.toml"), &text).unwrap();
+    let store = open_store(dir.path());
+    let run = start(cfg, &store, dir.path());
+    // +1.5σ for 8 readings: C+ grows by 1.0 per reading, signals beyond h = 4 at the 5th, resets.
+    feed(&store, &[11.5; 8]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while store.watch_committed().borrow().readings < 8 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let points = stop_and_collect(run, "ls/t/spc/od/points").await;
+    let upper: Vec<&Json> = points
+        .iter()
+        .filter(|p| p["chart"] == "cusum-upper")
+        .collect();
+    assert_eq!(upper.len(), 8);
+    for p in &upper {
+        assert_eq!(p["unit"], "σ", "{p}");
+        assert_eq!(p["source_unit"], "mm", "{p}");
+        assert_eq!(p["limits"]["ucl"], 4.0);
+    }
+    let c: Vec<f64> = upper.iter().map(|p| p["value"].as_f64().unwrap()).collect();
+    assert_eq!(
+        c,
+        [1.0, 2.0, 3.0, 4.0, 5.0, 1.0, 2.0, 3.0],
+        "reset after the signal at 5"
+    );
+    assert_eq!(upper[4]["rules"], json!(["nelson-1"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgement_shelving_and_the_allow_list_over_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let policy = "[spc]\ncauses = [\"tool-wear\", \"material\"]\n[spc.allow]\nack = [\"alice\"]\n";
+    let mut run = start(
+        config(dir.path(), &format!("{IMR}{policy}")),
+        &store,
+        dir.path(),
+    );
+    feed(&store, &[10.0, 10.0, 10.0, 13.5]).await;
+    let active = run
+        .wait(|t, b| t == "ls/t/alarms/active/od" && b["count"] == 1)
+        .await;
+    let episode = active["episodes"][0]["episode"].as_u64().unwrap();
+    assert_eq!(active["episodes"][0]["state"], "active-unacked");
+    let send = |body: Json| {
+        run.commands
+            .send(Command {
+                body,
+                via: crate::bus::Via::Mqtt,
+            received: chrono::Utc::now(),
+            })
+            .unwrap()
+    };
+    send(
+        json!({"cmd": "ack", "characteristic": "od", "episode": episode, "by": "mallory", "id": "m"}),
+    );
+    send(
+        json!({"cmd": "ack", "characteristic": "od", "episode": episode, "by": "alice", "cause": "gremlins", "id": "g"}),
+    );
+    let huge = "x".repeat(140_000);
+    send(
+        json!({"cmd": "ack", "characteristic": "od", "episode": episode, "by": "alice",
+        "cause": "tool-wear", "action": "insert changed", "id": huge}),
+    );
+    run.commands
+        .send(super::super::commands::station_command(
+            "alice",
+            json!({"cmd": "shelve", "characteristic": "od", "for": "1s", "by": "mallory"}),
+        ))
+        .unwrap();
+    let acked = run
+        .wait(|t, b| t == "ls/t/alarms/active/od" && b["episodes"][0]["state"] == "active-acked")
+        .await;
+    assert_eq!(acked["episodes"][0]["ack"]["cause"], "tool-wear", "{acked}");
+    // The shelving expires on its own.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !events(&store, "spc.suppression")
+        .iter()
+        .any(|e| e["transition"] == "unshelved" && e["reason"] == "expired")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shelving did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run.stop().await;
+    let rejected = events(&store, "agent.command_rejected");
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert!(
+        rejected[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("may not ack")
+    );
+    assert!(
+        rejected[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("configured causes")
+    );
+    let audit = events(&store, "agent.command");
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    assert_eq!(
+        (audit[0]["cmd"].as_str(), audit[0]["by"].as_str()),
+        (Some("ack"), Some("alice"))
+    );
+    assert!(
+        audit[0].to_string().len() < 1000,
+        "the huge id is not echoed whole"
+    );
+    assert_eq!(audit[0]["episodes"], json!([episode]));
+    assert_eq!(
+        (
+            audit[1]["cmd"].as_str(),
+            audit[1]["by"].as_str(),
+            audit[1]["via"].as_str()
+        ),
+        (Some("shelve"), Some("alice"), Some("station"))
+    );
+    let transitions: Vec<String> = events(&store, "spc.alarm")
+        .iter()
+        .map(|e| e["transition"].as_str().unwrap_or("?").to_string())
+        .collect();
+    assert_eq!(transitions, ["raised", "acknowledged"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_stores_no_transition_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let state = persist::state_path(dir.path());
+    let mut run = start(config(dir.path(), IMR), &store, dir.path());
+    let last = feed(&store, &[10.0; 3]).await;
+    run.wait_point(last).await;
+    run.stop().await;
+    let early = std::fs::read(&state).unwrap();
+    // A shift (one episode, updated by new rules), then back to normal.
+    let mut run = start(config(dir.path(), IMR), &store, dir.path());
+    let shift = [11.3, 12.8, 11.9, 12.4, 11.2, 12.9, 12.0, 11.6, 12.7, 11.4];
+    feed(&store, &shift).await;
+    let last = feed(&store, &[10.0; 9]).await;
+    run.wait_point(last).await;
+    run.stop().await;
+    let stored = events(&store, "spc.alarm");
+    let raised = stored
+        .iter()
+        .filter(|e| e["transition"] == "raised")
+        .count();
+    assert_eq!(raised, 1, "{stored:?}");
+    assert_eq!(stored.last().unwrap()["transition"], "returned");
+    // As after a crash: the state from before the shift; the replay regenerates every transition.
+    std::fs::write(&state, early).unwrap();
+    let mut run = start(config(dir.path(), IMR), &store, dir.path());
+    run.wait(|t, b| t == "ls/t/alarms/active/od" && b["episodes"][0]["state"] == "rtn-unacked")
+        .await;
+    run.stop().await;
+    assert_eq!(events(&store, "spc.alarm"), stored, "nothing stored twice");
 }
