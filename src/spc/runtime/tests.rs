@@ -361,7 +361,7 @@ async fn a_recalculation_is_repeated_at_its_position_on_replay() {
     let at = feed(&store, &shifted).await;
     run.wait_point(at).await;
     run.commands
-        .send(Command {
+        .try_send(Command {
             body: json!({"cmd": "recalculate", "characteristic": "od", "by": "qe", "id": 1}),
             via: crate::bus::Via::Mqtt,
             received: chrono::Utc::now(),
@@ -414,7 +414,7 @@ async fn commands_that_cannot_be_carried_out_are_answered() {
         json!("not an object"),
     ] {
         run.commands
-            .send(Command {
+            .try_send(Command {
                 body,
                 via: crate::bus::Via::Mqtt,
             received: chrono::Utc::now(),
@@ -711,7 +711,7 @@ async fn acknowledgement_shelving_and_the_allow_list_over_commands() {
     assert_eq!(active["episodes"][0]["state"], "active-unacked");
     let send = |body: Json| {
         run.commands
-            .send(Command {
+            .try_send(Command {
                 body,
                 via: crate::bus::Via::Mqtt,
             received: chrono::Utc::now(),
@@ -730,7 +730,7 @@ async fn acknowledgement_shelving_and_the_allow_list_over_commands() {
         "cause": "tool-wear", "action": "insert changed", "id": huge}),
     );
     run.commands
-        .send(super::super::commands::station_command(
+        .try_send(super::super::commands::station_command(
             "alice",
             json!({"cmd": "shelve", "characteristic": "od", "for": "1s", "by": "mallory"}),
         ))
