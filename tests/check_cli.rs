@@ -100,6 +100,7 @@ fn every_shipped_config_passes() {
     let mut files = vec![
         root.join("config/lineside.toml"),
         root.join("config/demo.toml"),
+        root.join("config/installed.toml"),
     ];
     if let Ok(dir) = std::fs::read_dir(root.join("config/examples")) {
         files.extend(
