@@ -1,8 +1,9 @@
-//! The Debian package, as dpkg sees it and as a gateway runs it. `scripts/package --binary` packages the
-//! binary this test run was built with (dpkg-deb, nothing compiled). The package is inspected with
-//! `dpkg-deb` (contents, control, md5sums, maintainer scripts, the files themselves) and lintian; then,
-//! as root with dpkg, installed on this machine and run exactly as the unit would run it (ExecStartPre,
-//! then ExecStart, as the unit's user with its environment), then removed and purged.
+//! The Debian package, as dpkg sees it and as a gateway runs it. `scripts/package --binary --fast`
+//! packages the binary this test run was built with (dpkg-deb, nothing compiled, least compression).
+//! The package is inspected with `dpkg-deb` (contents, control, md5sums, maintainer scripts, the files
+//! themselves) and lintian; then, as root with dpkg, installed on this machine and run exactly as the
+//! unit would run it (ExecStartPre, then ExecStart, as the unit's user with its environment), then
+//! removed and purged (installed.rs, unit.rs).
 //!
 //! Ignored in the default run: it needs lintian, and the install test needs root and dpkg (it skips with
 //! a message otherwise). `scripts/test` installs lintian and runs it. `LINESIDE_DEB=path/to/lineside.deb`
@@ -37,6 +38,7 @@ fn deb() -> &'static Path {
         let out = Command::new(repo().join("scripts/package"))
             .arg("--binary")
             .arg(env!("CARGO_BIN_EXE_lineside"))
+            .arg("--fast")
             .arg("--output")
             .arg(out_dir.path())
             .current_dir(repo())

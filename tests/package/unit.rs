@@ -34,10 +34,10 @@ impl Unit {
                 !line.ends_with('\\'),
                 "continuation lines are not handled: {line}"
             );
-            if section == "[Service]" {
-                if let Some((k, v)) = line.split_once('=') {
-                    service.push((k.trim().to_string(), v.trim().to_string()));
-                }
+            if section == "[Service]"
+                && let Some((k, v)) = line.split_once('=')
+            {
+                service.push((k.trim().to_string(), v.trim().to_string()));
             }
         }
         Unit { service }
