@@ -315,14 +315,26 @@ async fn installed_it_runs_as_the_unit_would_and_remove_keeps_the_config_purge_d
         text(&out)
     );
 
-    // 4. Remove: the binary goes, the edited config and the state stay.
+    // 4. Upgrade (the same package again): the edited config stays without a question, and the
+    //    postinst, which checks the kept config as the service user, has nothing to warn about.
+    let out = run(Command::new("dpkg").arg("-i").arg(deb).stdin(Stdio::null()));
+    let said = text(&out);
+    assert!(out.status.success(), "dpkg -i again:\n{said}");
+    assert!(!said.contains("warning"), "{said}");
+    assert!(
+        !said.contains("lineside is installed"),
+        "not a first install:\n{said}"
+    );
+    assert_eq!(std::fs::read_to_string(CONFIG).unwrap(), with_password);
+
+    // 5. Remove: the binary goes, the edited config and the state stay.
     let out = run(Command::new("dpkg").args(["-r", "lineside"]));
     assert!(out.status.success(), "dpkg -r:\n{}", text(&out));
     assert!(!Path::new("/usr/bin/lineside").exists());
     assert_eq!(std::fs::read_to_string(CONFIG).unwrap(), with_password);
     assert!(Path::new(STATE).join("lineside.db").exists());
 
-    // 5. Purge: the config, the state and the enablement go; the admin's password file stays.
+    // 6. Purge: the config, the state and the enablement go; the admin's password file stays.
     let out = run(Command::new("dpkg").args(["-P", "lineside"]));
     assert!(out.status.success(), "dpkg -P:\n{}", text(&out));
     assert!(!Path::new(CONFIG).exists(), "purge left {CONFIG}");
