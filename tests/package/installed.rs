@@ -201,6 +201,32 @@ async fn installed_it_runs_as_the_unit_would_and_remove_keeps_the_config_purge_d
         text(&verify)
     );
 
+    // The installed unit: valid (the binary and the man pages it names exist), and as hardened as the
+    // README says (`systemd-analyze security` rates 1.5 OK).
+    if Path::new("/usr/bin/systemd-analyze").exists() {
+        let verify = run(Command::new("systemd-analyze").args(["verify", UNIT]));
+        assert!(
+            verify.status.success() && !text(&verify).contains("lineside"),
+            "systemd-analyze verify: {}",
+            text(&verify)
+        );
+        let security =
+            run(Command::new("systemd-analyze").args(["security", "--offline=true", UNIT]));
+        let rating = text(&security);
+        let exposure: f64 = rating
+            .lines()
+            .find_map(|l| {
+                l.split("Overall exposure level for lineside.service: ")
+                    .nth(1)
+            })
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("systemd-analyze security:\n{rating}"));
+        assert!(exposure <= 2.0, "exposure {exposure}:\n{rating}");
+    } else {
+        eprintln!("no systemd-analyze (systemd not installed): unit not verified");
+    }
+
     // The manual pages, through man-db.
     for (page, says) in [
         ("lineside", "lineside-check(1)"),
