@@ -3,7 +3,8 @@
 //! bounding set and no-new-privileges, in the environment systemd gives a service (a clean one: PATH,
 //! HOME, USER, LOGNAME, SHELL, INVOCATION_ID, STATE_DIRECTORY, CONFIGURATION_DIRECTORY, Environment=, and
 //! for the main process of a Type=notify unit NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID). The
-//! namespace sandboxing (ProtectSystem=, PrivateTmp=, the syscall filter) is not reproduced.
+//! namespace sandboxing (ProtectSystem=, PrivateTmp=, the syscall filter) is not reproduced. One thing
+//! systemd does not do: the service gets SIGKILL when the test process dies, so none is left running.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -125,6 +126,8 @@ impl Unit {
             setpriv.push("--bounding-set=-all".into());
         }
         setpriv.push("--inh-caps=-all".into());
+        // Not systemd's: a service the test started dies with the test process, however that ends.
+        setpriv.push("--pdeathsig=SIGKILL".into());
         setpriv.push("--".into());
         setpriv.extend(argv.iter().cloned());
 
