@@ -166,6 +166,17 @@ fn mode_owner(path: &str) -> (u32, String) {
     (u32::from_str_radix(mode, 8).unwrap(), owner.to_string())
 }
 
+/// `dpkg -i`, with the man pages and docs kept even where a slim image's dpkg.cfg.d excludes them.
+fn dpkg_install(deb: &Path) -> Command {
+    let mut cmd = Command::new("dpkg");
+    cmd.arg("--path-include=/usr/share/man/man1/lineside*")
+        .arg("--path-include=/usr/share/doc/lineside/*")
+        .arg("-i")
+        .arg(deb)
+        .stdin(Stdio::null());
+    cmd
+}
+
 fn sh(script: &str) {
     let out = run(Command::new("sh").arg("-ec").arg(script));
     assert!(out.status.success(), "{script}: {}", text(&out));
@@ -183,7 +194,7 @@ async fn installed_it_runs_as_the_unit_would_and_remove_keeps_the_config_purge_d
 
     // Install. The postinst starts the agent; without systemd as PID 1 it can only enable the unit.
     let systemd = Path::new("/run/systemd/system").is_dir();
-    let out = run(Command::new("dpkg").arg("-i").arg(deb).stdin(Stdio::null()));
+    let out = run(&mut dpkg_install(deb));
     let said = text(&out);
     assert!(out.status.success(), "dpkg -i:\n{said}");
     let expected = if systemd {
@@ -349,7 +360,7 @@ async fn installed_it_runs_as_the_unit_would_and_remove_keeps_the_config_purge_d
 
     // 4. Upgrade (the same package again): the edited config stays without a question, and the
     //    postinst, which checks the kept config as the service user, has nothing to warn about.
-    let out = run(Command::new("dpkg").arg("-i").arg(deb).stdin(Stdio::null()));
+    let out = run(&mut dpkg_install(deb));
     let said = text(&out);
     assert!(out.status.success(), "dpkg -i again:\n{said}");
     assert!(!said.contains("warning"), "{said}");
