@@ -3,6 +3,7 @@
 mod check;
 #[cfg(feature = "embedded-broker")]
 mod demo;
+mod man;
 #[cfg(feature = "modbus")]
 mod modbus;
 #[cfg(feature = "opcua")]
@@ -66,6 +67,13 @@ pub enum Command {
     #[cfg(feature = "serial")]
     #[command(subcommand)]
     Serial(serial::Command),
+    /// Write the manual pages (one per command, from this definition) into a directory. Used by
+    /// scripts/package.
+    #[command(hide = true)]
+    Man {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -104,6 +112,20 @@ pub fn main() -> ExitCode {
         Command::Opcua(cmd) => tool(cli.log_json, opcua::run(cmd)),
         #[cfg(feature = "serial")]
         Command::Serial(cmd) => tool(cli.log_json, serial::run(cmd)),
+        Command::Man { out } => {
+            match man::write_pages(<Cli as clap::CommandFactory>::command(), &out) {
+                Ok(pages) => {
+                    for page in pages {
+                        println!("{}", page.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("cannot write the manual pages to {}: {e}", out.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

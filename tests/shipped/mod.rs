@@ -25,6 +25,7 @@ pub fn configs() -> Vec<PathBuf> {
     let mut files = vec![
         root.join("config/lineside.toml"),
         root.join("config/demo.toml"),
+        root.join("config/installed.toml"),
     ];
     let mut examples: Vec<PathBuf> = std::fs::read_dir(root.join("config/examples"))
         .map(|d| {
