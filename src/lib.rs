@@ -9,4 +9,5 @@ pub mod forward;
 pub mod logging;
 pub mod metrics;
 pub mod spc;
+pub mod station;
 pub mod store;

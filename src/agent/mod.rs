@@ -63,6 +63,7 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
         store,
         mqtt,
         hash,
+        station,
         ..
     } = config;
     let settings = Settings { agent, store, mqtt };
@@ -82,6 +83,9 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
     // every command the forwarder does not handle itself, and publishes through the forwarder.
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (side_tx, side_rx) = mpsc::channel(1024);
+    // The operator station's view of the side messages the forwarder publishes.
+    let (tap, _) = tokio::sync::broadcast::channel(4096);
+    let station_chars = characteristics.clone();
     let spc = crate::spc::Spc::new(
         characteristics,
         store.clone(),
@@ -113,13 +117,28 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
             store: store.clone(),
             stats: metrics.forwarder.clone(),
             status,
-            commands: commands_tx,
+            commands: commands_tx.clone(),
             side: side_rx,
             open_alarms: metrics.alarms.clone(),
+            tap: tap.clone(),
         },
         &settings.mqtt,
         settings.agent.echo,
     )?;
+    let station = crate::station::start(
+        &station,
+        crate::station::StationParts {
+            agent_id: settings.agent.id.clone(),
+            topic_base: format!("{}/{}", settings.mqtt.topic_prefix, settings.agent.id),
+            characteristics: station_chars,
+            store: store.clone(),
+            spc_state: crate::spc::state_path(&state_dir),
+            side: tap.subscribe(),
+            commands: commands_tx,
+            metrics: metrics.clone(),
+        },
+    )
+    .await?;
 
     let aux_stop = CancellationToken::new();
     let metrics_server = match settings.agent.metrics_listen {
@@ -186,6 +205,9 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
         _ => {}
     }
     agent.uplink.close().await;
+    if let Some(station) = &station {
+        station.stop();
+    }
     if let Some(server) = agent.metrics_server.take() {
         server.stop.cancel();
     }

@@ -39,6 +39,8 @@ pub struct UplinkParts {
     pub side: mpsc::Receiver<SidePublish>,
     /// Where the relay records the open alarms it passes on, for `/status`.
     pub open_alarms: crate::metrics::OpenAlarms,
+    /// Every side message the relay passes on is also sent here (the operator station's feed).
+    pub tap: tokio::sync::broadcast::Sender<SidePublish>,
 }
 
 struct Running {
@@ -72,7 +74,12 @@ impl Uplink {
     /// Starts the relay and the first forwarder.
     pub fn start(parts: UplinkParts, mqtt: &MqttConfig, echo: Echo) -> Result<Uplink> {
         let (targets, targets_rx) = mpsc::unbounded_channel();
-        let relay = tokio::spawn(relay(parts.side, targets_rx, parts.open_alarms.clone()));
+        let relay = tokio::spawn(relay(
+            parts.side,
+            targets_rx,
+            parts.open_alarms.clone(),
+            parts.tap,
+        ));
         let mut uplink = Uplink {
             base: format!("{}/{}", mqtt.topic_prefix, parts.agent_id),
             agent_id: parts.agent_id,
@@ -197,6 +204,7 @@ async fn relay(
     mut from: mpsc::Receiver<SidePublish>,
     mut targets: mpsc::UnboundedReceiver<mpsc::Sender<SidePublish>>,
     open_alarms: crate::metrics::OpenAlarms,
+    tap: tokio::sync::broadcast::Sender<SidePublish>,
 ) {
     let mut target: Option<mpsc::Sender<SidePublish>> = None;
     let mut retained: HashMap<String, Vec<u8>> = HashMap::new();
@@ -222,6 +230,9 @@ async fn relay(
                         retained.insert(m.topic.clone(), m.payload.clone());
                     }
                     record_open_alarms(&open_alarms, &m);
+                }
+                if tap.receiver_count() > 0 {
+                    let _ = tap.send(m.clone());
                 }
                 if let Some(t) = &target {
                     let _ = t.send(m).await;

@@ -18,7 +18,14 @@ use super::types::{
     StoreConfig, TagRef, is_plain_name,
 };
 
-const SECTIONS: &[&str] = &["agent", "store", "mqtt", "device", "characteristic"];
+const SECTIONS: &[&str] = &[
+    "agent",
+    "store",
+    "mqtt",
+    "device",
+    "characteristic",
+    "station",
+];
 
 /// One problem: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +139,12 @@ fn load_sources(path: &Path, sources: Vec<Source>) -> Result<Config, ConfigError
     let agent: Option<AgentConfig> = cx.section(&root, "agent", true);
     let store: Option<StoreConfig> = cx.section(&root, "store", false);
     let mqtt: Option<MqttConfig> = cx.section(&root, "mqtt", true);
+    let station: Option<crate::config::StationConfig> = cx.section(&root, "station", false);
+    if let Some(st) = &station
+        && st.tls_cert.is_some() != st.tls_key.is_some()
+    {
+        cx.push("station.tls_cert", "tls_cert and tls_key go together");
+    }
     if let Some(agent) = &agent {
         if !is_plain_name(&agent.id) {
             cx.push(
@@ -173,6 +186,8 @@ fn load_sources(path: &Path, sources: Vec<Source>) -> Result<Config, ConfigError
     let base = path.parent().unwrap_or(Path::new("."));
     agent.state_dir = resolve(base, &agent.state_dir);
     store.path = resolve(&agent.state_dir, &store.path);
+    let mut station = station.unwrap_or_default();
+    station.users_file = resolve(&agent.state_dir, &station.users_file);
     let device_tables = device_tables(&root);
     Ok(Config {
         source: path.to_path_buf(),
@@ -184,6 +199,7 @@ fn load_sources(path: &Path, sources: Vec<Source>) -> Result<Config, ConfigError
         mqtt,
         devices,
         characteristics,
+        station,
     })
 }
 
