@@ -279,16 +279,23 @@ async fn login(
 }
 
 /// The session of a write, with its CSRF token checked; the error is the response.
-fn writer(shared: &Shared, headers: &HeaderMap) -> Result<(String, Session), Response> {
+/// Why a write is refused (status and message), turned into a response by [`refused`].
+type Refusal = (StatusCode, String);
+
+fn refused((status, message): Refusal) -> Response {
+    error(status, &message)
+}
+
+fn writer(shared: &Shared, headers: &HeaderMap) -> Result<(String, Session), Refusal> {
     let Some((id, s)) = current_session(shared, headers) else {
-        return Err(error(StatusCode::UNAUTHORIZED, "log in first"));
+        return Err((StatusCode::UNAUTHORIZED, "log in first".into()));
     };
     let token = headers
         .get("x-csrf-token")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !auth::same_token(token, &s.csrf) {
-        return Err(error(StatusCode::FORBIDDEN, "bad or missing CSRF token"));
+        return Err((StatusCode::FORBIDDEN, "bad or missing CSRF token".into()));
     }
     Ok((id, s))
 }
@@ -307,7 +314,7 @@ async fn logout(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
             )
                 .into_response()
         }
-        Err(r) => r,
+        Err(r) => refused(r),
     }
 }
 
@@ -341,16 +348,13 @@ struct AckBody {
 }
 
 /// A choice from a pick list (any text when the list is empty), at most 200 bytes.
-fn pick(list: &[String], value: Option<String>, what: &str) -> Result<Option<String>, Response> {
+fn pick(list: &[String], value: Option<String>, what: &str) -> Result<Option<String>, Refusal> {
     match value.filter(|v| !v.trim().is_empty()) {
         None => Ok(None),
-        Some(v) if v.len() > 200 => Err(error(
+        Some(v) if v.len() > 200 => Err((StatusCode::BAD_REQUEST, format!("{what} is too long"))),
+        Some(v) if !list.is_empty() && !list.contains(&v) => Err((
             StatusCode::BAD_REQUEST,
-            &format!("{what} is too long"),
-        )),
-        Some(v) if !list.is_empty() && !list.contains(&v) => Err(error(
-            StatusCode::BAD_REQUEST,
-            &format!("{what} is not one of the configured choices"),
+            format!("{what} is not one of the configured choices"),
         )),
         Some(v) => Ok(Some(v)),
     }
@@ -375,7 +379,7 @@ async fn ack(
 ) -> Response {
     let (_, s) = match writer(&shared, &headers) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return refused(r),
     };
     if !shared.hub.knows(&body.characteristic) {
         return error(StatusCode::NOT_FOUND, "no such characteristic");
@@ -388,11 +392,11 @@ async fn ack(
     }
     let cause = match pick(&shared.cfg.causes, body.cause, "cause") {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return refused(r),
     };
     let action = match pick(&shared.cfg.actions, body.action, "action") {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return refused(r),
     };
     let cmd = payloads::ack_command(
         &body.characteristic,
@@ -408,12 +412,16 @@ async fn ack(
 #[serde(deny_unknown_fields)]
 struct ShelveBody {
     characteristic: String,
-    alarm_seq: Value,
+    /// Lift a shelve instead.
+    #[serde(default)]
+    unshelve: bool,
     /// How long, e.g. "30m".
+    #[serde(rename = "for")]
     duration: Option<String>,
-    reason: Option<String>,
+    note: Option<String>,
 }
 
+/// Shelving suppresses a characteristic's new alarms for a while (SPC-SCHEMA.md, `spc.suppression`).
 async fn shelve(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -422,28 +430,23 @@ async fn shelve(
 ) -> Response {
     let (_, s) = match writer(&shared, &headers) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return refused(r),
     };
-    if !shared.hub.knows(&body.characteristic) || !valid_selection(&body.alarm_seq) {
-        return error(StatusCode::BAD_REQUEST, "unknown characteristic or alarm");
+    if !shared.hub.knows(&body.characteristic) {
+        return error(StatusCode::NOT_FOUND, "no such characteristic");
     }
-    if body.reason.as_ref().is_some_and(|r| r.len() > 200)
+    if body.note.as_ref().is_some_and(|r| r.len() > 1000)
         || body.duration.as_ref().is_some_and(|d| d.len() > 20)
     {
         return error(StatusCode::BAD_REQUEST, "too long");
     }
-    let mut cmd = json!({
-        "cmd": "shelve",
-        "characteristic": body.characteristic,
-        "alarm_seq": body.alarm_seq,
-        "by": s.user,
-    });
-    if let Some(d) = body.duration {
-        cmd["duration"] = d.into();
-    }
-    if let Some(r) = body.reason {
-        cmd["reason"] = r.into();
-    }
+    let cmd = payloads::shelve_command(
+        &body.characteristic,
+        &s.user,
+        body.unshelve,
+        body.duration.as_deref(),
+        body.note.as_deref(),
+    );
     submit(&shared, &s, peer, cmd)
 }
 
@@ -461,7 +464,7 @@ async fn recalculate(
 ) -> Response {
     let (_, s) = match writer(&shared, &headers) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return refused(r),
     };
     if s.role != Role::Engineer {
         return error(

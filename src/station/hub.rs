@@ -122,6 +122,11 @@ impl Hub {
                 Err(_) => return,
             }
         };
+        let doc = match kind {
+            Kind::Point => payloads::normalize_point(doc),
+            Kind::Active => payloads::normalize_active(&doc),
+            _ => doc,
+        };
         let mut st = self.lock();
         let Some(view) = st.chars.get_mut(name) else {
             return;
@@ -129,7 +134,9 @@ impl Hub {
         match kind {
             Kind::Point => {
                 view.add_point(doc.clone(), self.history);
-                view.last_point = Some(doc.clone());
+                if payloads::is_headline(&doc) {
+                    view.last_point = Some(doc.clone());
+                }
             }
             Kind::Limits => view.limits = Some(doc.clone()),
             Kind::Capability => view.capability = Some(doc.clone()),
@@ -181,7 +188,7 @@ impl Hub {
         let mut st = self.lock();
         if let Some(view) = st.chars.get_mut(name) {
             for p in points {
-                view.add_point(p, self.history);
+                view.add_point(payloads::normalize_point(p), self.history);
             }
             for v in values {
                 view.push_value(v);
@@ -376,10 +383,12 @@ impl CharView {
 
     fn summary(&self, name: &str) -> Value {
         let open = self.active.as_ref().map_or(0, payloads::open_alarms);
+        let unacked = self.active.as_ref().map_or(0, payloads::unacked);
         let last = self.last_point.as_ref().or_else(|| {
             self.points
                 .values()
                 .filter_map(|p| p.back())
+                .filter(|p| payloads::is_headline(p))
                 .max_by_key(|p| p.get("seq").and_then(Value::as_u64))
         });
         let state = match last {
@@ -405,6 +414,8 @@ impl CharView {
             "last_ts": last.and_then(|p| p.get("ts")).cloned(),
             "cpk": self.capability.as_ref().and_then(payloads::cpk),
             "open_alarms": open,
+            "unacked": unacked,
+            "suppression": self.active.as_ref().and_then(|a| a.get("suppression")).cloned(),
             "newest_alarm": active,
         })
     }
@@ -425,6 +436,7 @@ url = "mqtt://127.0.0.1:1883"
 [[device]]
 name = "g"
 driver = "sim"
+interval = "1s"
 [[device.tag]]
 name = "d"
 mean = 1.0
