@@ -37,7 +37,9 @@ fn event(e: &FeedEvent) -> Event {
 
 fn wanted(e: &FeedEvent, ch: Option<&str>) -> bool {
     match (ch, &e.characteristic) {
-        (None, _) | (_, None) => true,
+        // The device summary is for the pages without a characteristic.
+        (Some(_), None) => false,
+        (None, _) => true,
         (Some(want), Some(c)) => **c == *want,
     }
 }
