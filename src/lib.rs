@@ -10,5 +10,6 @@ pub mod forward;
 pub mod logging;
 pub mod metrics;
 pub mod spc;
+pub mod station;
 pub mod store;
 pub mod timefmt;

@@ -76,6 +76,7 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
         mqtt,
         hash,
         spc: spc_policy,
+        station,
         ..
     } = config;
     let settings = Settings { agent, store, mqtt };
@@ -95,6 +96,9 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
     // every command the forwarder does not handle itself, and publishes through the forwarder.
     let (commands_tx, commands_rx) = crate::bus::command_channel();
     let (side_tx, side_rx) = mpsc::channel(1024);
+    // The operator station's view of the side messages the forwarder publishes.
+    let (tap, _) = tokio::sync::broadcast::channel(4096);
+    let station_chars = characteristics.clone();
     let spc = crate::spc::Spc::new(
         characteristics,
         store.clone(),
@@ -133,14 +137,29 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
             store: store.clone(),
             stats: metrics.forwarder.clone(),
             status,
-            commands: commands_tx,
+            commands: commands_tx.clone(),
             side: side_rx,
             open_alarms: metrics.alarms.clone(),
             supervisor: supervisor.clone(),
+            tap: tap.clone(),
         },
         &settings.mqtt,
         settings.agent.echo,
     )?;
+    let station = crate::station::start(
+        &station,
+        crate::station::StationParts {
+            agent_id: settings.agent.id.clone(),
+            topic_base: format!("{}/{}", settings.mqtt.topic_prefix, settings.agent.id),
+            characteristics: station_chars,
+            store: store.clone(),
+            spc_state: crate::spc::state_path(&state_dir),
+            side: tap.subscribe(),
+            commands: commands_tx,
+            metrics: metrics.clone(),
+        },
+    )
+    .await?;
 
     let aux_stop = CancellationToken::new();
     let metrics_server = match settings.agent.metrics_listen {
@@ -209,6 +228,9 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
     }
 
     supervisor.stopping();
+    if let Some(station) = &station {
+        station.stop();
+    }
     shutdown::stop(shutdown::Parts {
         agent,
         store,

@@ -42,6 +42,8 @@ pub struct UplinkParts {
     pub open_alarms: crate::metrics::OpenAlarms,
     /// Watches the forwarder and the relay: one that dies stops the agent.
     pub supervisor: super::supervise::Supervisor,
+    /// Every side message the relay passes on is also sent here (the operator station's feed).
+    pub tap: tokio::sync::broadcast::Sender<SidePublish>,
 }
 
 struct Running {
@@ -78,7 +80,12 @@ impl Uplink {
         let (targets, targets_rx) = mpsc::unbounded_channel();
         let relay = parts.supervisor.spawn(
             "relay",
-            relay(parts.side, targets_rx, parts.open_alarms.clone()),
+            relay(
+                parts.side,
+                targets_rx,
+                parts.open_alarms.clone(),
+                parts.tap,
+            ),
         );
         let mut uplink = Uplink {
             base: format!("{}/{}", mqtt.topic_prefix, parts.agent_id),
@@ -208,6 +215,7 @@ async fn relay(
     mut from: mpsc::Receiver<SidePublish>,
     mut targets: mpsc::UnboundedReceiver<mpsc::Sender<SidePublish>>,
     open_alarms: crate::metrics::OpenAlarms,
+    tap: tokio::sync::broadcast::Sender<SidePublish>,
 ) {
     let mut target: Option<mpsc::Sender<SidePublish>> = None;
     let mut retained: HashMap<String, Vec<u8>> = HashMap::new();
@@ -233,6 +241,9 @@ async fn relay(
                         retained.insert(m.topic.clone(), m.payload.clone());
                     }
                     record_open_alarms(&open_alarms, &m);
+                }
+                if tap.receiver_count() > 0 {
+                    let _ = tap.send(m.clone());
                 }
                 if let Some(t) = &target {
                     let _ = t.send(m).await;

@@ -3,6 +3,9 @@
 
 use std::process::ExitCode;
 
+const DEMO_USER: &str = "demo";
+const DEMO_PASSWORD: &str = "lineside-demo";
+
 const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
 
 pub fn run(duration: Option<&str>) -> ExitCode {
@@ -30,7 +33,17 @@ pub fn run(duration: Option<&str>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let text = demo_config(state.path(), port);
+    let station_port = match crate::broker::free_port() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = demo_config(state.path(), port).replace(
+        "listen = \"127.0.0.1:8080\"",
+        &format!("listen = \"127.0.0.1:{station_port}\""),
+    );
     let cfg = match crate::config::load_str(std::path::Path::new("<built-in demo config>"), &text) {
         Ok(c) => c,
         Err(e) => {
@@ -43,8 +56,30 @@ pub fn run(duration: Option<&str>) -> ExitCode {
         cfg.store.path.display()
     );
     println!(
-        "subscribe with: mosquitto_sub -h 127.0.0.1 -p {port} -t 'lineside/#' -v      (Ctrl-C stops)\n"
+        "subscribe with: mosquitto_sub -h 127.0.0.1 -p {port} -t 'lineside/#' -v      (Ctrl-C stops)"
     );
+    // A throw-away user for the demo's station, in the temporary state directory.
+    let mut users = crate::station::users::Users::default();
+    let added = users
+        .set(
+            DEMO_USER,
+            crate::station::users::Role::Engineer,
+            DEMO_PASSWORD,
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|_| {
+            users
+                .save(&cfg.station.users_file)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = added {
+        eprintln!("cannot write the demo's station users: {e}");
+    }
+    if let Some(addr) = cfg.station.listen {
+        println!(
+            "operator station: http://{addr}/   (log in as {DEMO_USER} / {DEMO_PASSWORD} to acknowledge)\n"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

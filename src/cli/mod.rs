@@ -11,6 +11,7 @@ mod opcua;
 #[cfg(feature = "serial")]
 mod serial;
 mod status;
+mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,9 @@ pub enum Command {
         duration: Option<String>,
     },
     /// Modbus commissioning: read registers once and decode them every way.
+    /// Manage the operator station's users: `lineside user add NAME --role operator`.
+    #[command(subcommand)]
+    User(user::Command),
     #[cfg(feature = "modbus")]
     #[command(subcommand)]
     Modbus(modbus::Command),
@@ -94,6 +98,7 @@ pub fn main() -> ExitCode {
             run_agent(cfg, config)
         }
         Command::Status(args) => status::run(args),
+        Command::User(cmd) => user::run(cmd),
         #[cfg(feature = "embedded-broker")]
         Command::Demo { duration } => {
             crate::logging::init("info", cli.log_json);

@@ -88,6 +88,12 @@ fn load_sources(
     for (key, message) in spc.as_ref().map(SpcConfig::check).unwrap_or_default() {
         cx.push(&format!("spc.{key}"), message);
     }
+    let station: Option<crate::config::StationConfig> = cx.section(&root, "station", false);
+    if let Some(st) = &station
+        && st.tls_cert.is_some() != st.tls_key.is_some()
+    {
+        cx.push("station.tls_cert", "tls_cert and tls_key go together");
+    }
     if let Some(agent) = &agent {
         cx.check_agent(agent);
     }
@@ -120,6 +126,8 @@ fn load_sources(
         return Err(cx.into_errors());
     }
     let warnings = std::mem::take(&mut cx.warnings);
+    let mut station = station.unwrap_or_default();
+    station.users_file = resolve(&agent.state_dir, &station.users_file);
     let device_tables = device_tables(&root);
     Ok(Config {
         source: path.to_path_buf(),
@@ -133,6 +141,7 @@ fn load_sources(
         characteristics,
         warnings,
         spc: spc.unwrap_or_default(),
+        station,
     })
 }
 

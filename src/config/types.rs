@@ -33,6 +33,8 @@ pub struct Config {
     pub warnings: Vec<super::ConfigError>,
     /// `[spc]`: the agent-wide alarm policy.
     pub spc: SpcConfig,
+    /// `[station]`: the operator station (off unless `listen` is set).
+    pub station: StationConfig,
 }
 
 impl fmt::Debug for Config {
@@ -581,4 +583,82 @@ mod tests {
         assert!(!is_plain_name("a+"));
         assert!(!is_plain_name(""));
     }
+}
+
+/// `[station]`: the operator station, web pages served by the agent (src/station). Off unless `listen`
+/// is set.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationConfig {
+    /// Address to serve the pages on, e.g. "0.0.0.0:8080"; the station is off when absent.
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate chain and private key: serve HTTPS (and mark the session cookie Secure).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// "open": anyone on the network may look; "login": looking needs a login too. Writes (ack,
+    /// shelve, recalculate) always need one.
+    #[serde(default)]
+    pub view: StationView,
+    /// The users file (`lineside user add` writes it); relative paths resolve against `agent.state_dir`.
+    #[serde(default = "default_users_file")]
+    pub users_file: PathBuf,
+    /// Subgroups (plotted points) per chart loaded from the store when the station starts.
+    #[serde(default = "default_station_history")]
+    pub history: usize,
+    /// Live event streams (browser tabs) served at once; more are refused with 503.
+    #[serde(default = "default_station_streams")]
+    pub max_streams: usize,
+    /// Failed logins per client address per minute before further attempts are refused (429).
+    #[serde(default = "default_login_attempts")]
+    pub login_attempts: u32,
+    /// A session ends after this long without a request.
+    #[serde(default = "default_session_idle", deserialize_with = "duration")]
+    pub session_idle: Duration,
+    /// The pick lists offered when acknowledging: assignable causes and corrective actions.
+    #[serde(default)]
+    pub causes: Vec<String>,
+    #[serde(default)]
+    pub actions: Vec<String>,
+}
+
+impl Default for StationConfig {
+    fn default() -> Self {
+        StationConfig {
+            listen: None,
+            tls_cert: None,
+            tls_key: None,
+            view: StationView::default(),
+            users_file: default_users_file(),
+            history: default_station_history(),
+            max_streams: default_station_streams(),
+            login_attempts: default_login_attempts(),
+            session_idle: default_session_idle(),
+            causes: Vec::new(),
+            actions: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StationView {
+    #[default]
+    Open,
+    Login,
+}
+
+fn default_users_file() -> PathBuf {
+    PathBuf::from("station-users.toml")
+}
+fn default_station_history() -> usize {
+    100
+}
+fn default_station_streams() -> usize {
+    32
+}
+fn default_login_attempts() -> u32 {
+    5
+}
+fn default_session_idle() -> Duration {
+    Duration::from_secs(8 * 3600)
 }
