@@ -43,11 +43,7 @@ async fn sixty_four_bit_integers_and_qualified_names_arrive_exactly() {
         "endpoint = \"{}\"\npublishing_interval = \"100ms\"\n",
         server.endpoint()
     );
-    for (tag, node) in [
-        ("big", "Big"),
-        ("max", "Max"),
-        ("min", "Min"),
-    ] {
+    for (tag, node) in [("big", "Big"), ("max", "Max"), ("min", "Min")] {
         text.push_str(&format!(
             "[[tag]]\nname = \"{tag}\"\nnode = \"nsu={NS_URI};s={node}\"\n"
         ));

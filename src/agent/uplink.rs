@@ -80,12 +80,7 @@ impl Uplink {
         let (targets, targets_rx) = mpsc::unbounded_channel();
         let relay = parts.supervisor.spawn(
             "relay",
-            relay(
-                parts.side,
-                targets_rx,
-                parts.open_alarms.clone(),
-                parts.tap,
-            ),
+            relay(parts.side, targets_rx, parts.open_alarms.clone(), parts.tap),
         );
         let mut uplink = Uplink {
             base: format!("{}/{}", mqtt.topic_prefix, parts.agent_id),

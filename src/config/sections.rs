@@ -6,7 +6,15 @@ use super::ranges::{self, Bytes};
 use super::types::{AgentConfig, BrokerUrl, MqttConfig, StoreConfig, is_plain_name};
 
 /// The top-level sections a config may have.
-pub(super) const SECTIONS: &[&str] = &["agent", "store", "mqtt", "device", "characteristic", "spc", "station"];
+pub(super) const SECTIONS: &[&str] = &[
+    "agent",
+    "store",
+    "mqtt",
+    "device",
+    "characteristic",
+    "spc",
+    "station",
+];
 
 impl Checker<'_> {
     /// Reports every top-level key that is not a known section.

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::config::SpcConfig;
 use crate::bus::{Command, Via};
+use crate::config::SpcConfig;
 
 /// Longest `by`, `cause`, `action`, `characteristic` and echoed field.
 pub const MAX_FIELD: usize = 200;

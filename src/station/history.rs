@@ -106,7 +106,7 @@ fn point_doc(c: &CharacteristicConfig, p: &lineside_spc::Point) -> Value {
         m.insert("characteristic".into(), c.spec.name.clone().into());
         m.insert(
             "ts".into(),
-            crate::forward::rfc3339(
+            crate::timefmt::rfc3339(
                 chrono::DateTime::from_timestamp_micros(p.ts_micros).unwrap_or_default(),
             )
             .into(),

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::payloads::{self, Kind};
+use crate::bus::SidePublish;
 use crate::config::CharacteristicConfig;
-use crate::forward::SidePublish;
 use crate::store::CommittedBatch;
 
 /// Events kept for reconnecting browsers.

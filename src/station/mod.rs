@@ -29,11 +29,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::{CommandSender, SidePublish};
 use crate::config::{CharacteristicConfig, StationConfig};
-use crate::forward::{Command, SidePublish};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -48,7 +48,7 @@ pub struct Shared {
     pub(crate) agent_id: String,
     pub(crate) hub: Arc<Hub>,
     pub(crate) auth: auth::Auth,
-    pub(crate) commands: mpsc::UnboundedSender<Command>,
+    pub(crate) commands: CommandSender,
     pub(crate) metrics: Metrics,
     pub(crate) tls: bool,
     pub(crate) streams: http::StreamCount,
@@ -67,7 +67,7 @@ pub struct StationParts {
     pub spc_state: PathBuf,
     /// The uplink relay's tap: every side message SPC publishes.
     pub side: broadcast::Receiver<SidePublish>,
-    pub commands: mpsc::UnboundedSender<Command>,
+    pub commands: CommandSender,
     pub metrics: Metrics,
 }
 
@@ -95,13 +95,15 @@ impl Station {
 
 /// Hands a command to SPC, as the MQTT command topic does. (One function, so a change of the command
 /// path or its envelope is a change here.)
-pub fn submit_command(
-    commands: &mpsc::UnboundedSender<Command>,
-    body: Value,
-) -> Result<(), String> {
+pub fn submit_command(commands: &CommandSender, user: &str, body: Value) -> Result<(), String> {
     commands
-        .send(Command { body })
-        .map_err(|_| "SPC is not running".to_string())
+        .try_send(crate::spc::station_command(user, body))
+        .map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                "the command queue is full; try again".to_string()
+            }
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => "SPC is not running".to_string(),
+        })
 }
 
 /// The device health page's document: the agent's device counters plus what the station saw

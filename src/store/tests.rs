@@ -669,6 +669,8 @@ async fn wait_until(mut f: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
 /// Integers at the ends of both 64-bit ranges come back exactly (a u64 above i64::MAX does not fit
 /// SQLite's INTEGER and is kept as decimal text with its own kind).
 #[tokio::test]

@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 use super::Runtime;
 use super::outputs::Effect;
 use crate::bus::Command;
-use crate::timefmt::rfc3339;
 use crate::spc::alarms;
 use crate::spc::commands::{self, MAX_FIELD, MAX_IDS, Request, Selection, truncate};
 use crate::spc::episodes::{AckInfo, Actor};
+use crate::timefmt::rfc3339;
 
 impl Runtime {
     pub(super) async fn on_command(&mut self, cmd: Command) {

@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use super::SpcTopics;
 use super::context::Router;
 use super::persist;
+use crate::bus::{CommandReceiver, SidePublish};
 use crate::config::{CharacteristicConfig, SpcConfig};
-use crate::bus::{Command, CommandReceiver, SidePublish};
 use crate::store::{Committed, CommittedBatch, Store, StoreReader};
 
 mod commands;

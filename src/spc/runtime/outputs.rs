@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{Runtime, Stats};
-use crate::config::{CharacteristicConfig, SpcConfig};
 use crate::bus::SidePublish;
+use crate::config::{CharacteristicConfig, SpcConfig};
 use crate::spc::SpcTopics;
 use crate::spc::alarms;
 use crate::spc::context::{Inputs, Slot};

@@ -10,8 +10,8 @@ use tokio::time::Instant;
 
 use super::{Runtime, SIDE_DRAIN};
 use crate::bus::SidePublish;
-use crate::timefmt::rfc3339;
 use crate::spc::messages;
+use crate::timefmt::rfc3339;
 
 impl Runtime {
     /// Publishes the retained active-set and limits messages that changed (`all`: every one).

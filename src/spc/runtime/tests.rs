@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::config::{Config, StoreConfig};
 use crate::bus::{Command, CommandSender, SidePublish};
+use crate::config::{Config, StoreConfig};
 use crate::spc::SpcTopics;
 
 const DEVICE: &str = r#"
@@ -417,7 +417,7 @@ async fn commands_that_cannot_be_carried_out_are_answered() {
             .try_send(Command {
                 body,
                 via: crate::bus::Via::Mqtt,
-            received: chrono::Utc::now(),
+                received: chrono::Utc::now(),
             })
             .unwrap();
     }
@@ -714,7 +714,7 @@ async fn acknowledgement_shelving_and_the_allow_list_over_commands() {
             .try_send(Command {
                 body,
                 via: crate::bus::Via::Mqtt,
-            received: chrono::Utc::now(),
+                received: chrono::Utc::now(),
             })
             .unwrap()
     };
