@@ -1,5 +1,7 @@
 //! Checks of the `[agent]`, `[store]` and `[mqtt]` sections beyond what their types enforce.
 
+use std::path::Path;
+
 use super::checker::Checker;
 use super::hints::did_you_mean;
 use super::ranges::{self, Bytes};
@@ -36,6 +38,7 @@ impl Checker<'_> {
                 "must be 1-128 letters, digits, `-`, `_` or `.` (it is part of MQTT topics)",
             );
         }
+        self.check_path("agent.state_dir", &agent.state_dir);
         if let Err(e) = super::log_filter::check(&agent.log_level) {
             self.push("agent.log_level", e);
         }
@@ -46,7 +49,21 @@ impl Checker<'_> {
         );
     }
 
+    /// A path `run` creates or opens: no NUL byte, no component longer than 255 bytes, at most 4095
+    /// bytes in all (Linux's limits), so creating it cannot fail for the path's own sake.
+    pub(super) fn check_path(&mut self, key: &str, path: &Path) {
+        let bytes = path.as_os_str().as_encoded_bytes();
+        if bytes.contains(&0) {
+            self.push(key, "must not contain a NUL character");
+        } else if bytes.len() > 4095 {
+            self.push(key, format!("is {} bytes long; at most 4095", bytes.len()));
+        } else if path.components().any(|c| c.as_os_str().len() > 255) {
+            self.push(key, "has a name longer than 255 bytes");
+        }
+    }
+
     pub(super) fn check_store(&mut self, store: &StoreConfig) {
+        self.check_path("store.path", &store.path);
         self.in_range(
             "store.batch_size",
             store.batch_size as u64,
@@ -114,7 +131,17 @@ impl Checker<'_> {
         if !is_topic_prefix(&mqtt.topic_prefix) {
             self.push(
                 "mqtt.topic_prefix",
-                "must be non-empty and must not contain `+`, `#` or start/end with `/`",
+                "must be 1-1024 bytes and must not contain `+`, `#`, NUL or start/end with `/`",
+            );
+        }
+        if mqtt
+            .username
+            .as_ref()
+            .is_some_and(|u| u.len() > 1024 || u.contains('\0'))
+        {
+            self.push(
+                "mqtt.username",
+                "must be at most 1024 bytes, without NUL characters",
             );
         }
         if let Some(id) = &mqtt.client_id
@@ -148,11 +175,24 @@ impl Checker<'_> {
 }
 
 fn is_topic_prefix(p: &str) -> bool {
-    !p.is_empty() && !p.contains(['+', '#']) && !p.starts_with('/') && !p.ends_with('/')
+    !p.is_empty()
+        && p.len() <= 1024
+        && !p.contains(['+', '#', '\0'])
+        && !p.starts_with('/')
+        && !p.ends_with('/')
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn paths_run_could_not_create_are_refused() {
+        let long = "d".repeat(300);
+        let errs = errors(&GOOD.replace("/tmp/x", &format!("/tmp/{long}")));
+        assert_eq!(errs[0].key, "agent.state_dir", "{errs:?}");
+        let errs = errors(&GOOD.replace("/tmp/x", "/tmp/a\\u0000b"));
+        assert!(errs[0].message.contains("NUL"), "{errs:?}");
+    }
+
     use crate::config::test_support::{GOOD, errors};
 
     #[test]
