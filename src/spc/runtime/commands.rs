@@ -14,6 +14,10 @@ use crate::spc::commands::{self, MAX_FIELD, MAX_IDS, Request, Selection, truncat
 use crate::spc::episodes::{AckInfo, Actor};
 use crate::timefmt::rfc3339;
 
+/// Rejections answered (stored and logged) per window.
+const REJECTIONS_PER_WINDOW: u32 = 20;
+const REJECTION_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Runtime {
     pub(super) async fn on_command(&mut self, cmd: Command) {
         let via = truncate(cmd.via.name(), 40);
@@ -252,6 +256,26 @@ impl Runtime {
     /// Answers a request that cannot be carried out with an event upstream can see. Never the
     /// request itself: a few fields of it, each cut to `MAX_FIELD`.
     async fn reject(&mut self, request: &Value, via: &str, reason: String) {
+        // At most REJECTIONS_PER_WINDOW answered per window; the rest are counted, and the count is
+        // logged when the window ends.
+        let now = tokio::time::Instant::now();
+        let (start, count, dropped) = &mut self.rejections;
+        if now.duration_since(*start) >= REJECTION_WINDOW {
+            if *dropped > 0 {
+                tracing::warn!(
+                    dropped = *dropped,
+                    "more rejected commands than answered; the rest were only counted"
+                );
+            }
+            *start = now;
+            *count = 0;
+            *dropped = 0;
+        }
+        if *count >= REJECTIONS_PER_WINDOW {
+            *dropped += 1;
+            return;
+        }
+        *count += 1;
         let reason = truncate(&reason, 2 * MAX_FIELD);
         let mut body = commands::echo(request);
         if let Value::Object(m) = &mut body {

@@ -263,6 +263,9 @@ struct Runtime {
     read_errors: ErrorBurst,
     /// The start-up replay is complete (the state may be saved).
     replayed: bool,
+    /// Rejections stored and logged in the current window (a burst of bad commands must not flood
+    /// the store or the log): window start, count, and how many were only counted.
+    rejections: (Instant, u32, u64),
 }
 
 impl Runtime {

@@ -107,6 +107,7 @@ impl Runtime {
             saved_position: 0,
             read_errors: ErrorBurst::new(Duration::from_secs(60)),
             replayed: false,
+            rejections: (now, 0, 0),
         };
         rt.load_events(events_since).await?;
         Ok(rt)

@@ -824,3 +824,34 @@ async fn a_restart_stores_no_transition_twice() {
     run.stop().await;
     assert_eq!(events(&store, "spc.alarm"), stored, "nothing stored twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_bad_commands_is_answered_only_up_to_a_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let mut run = start(config(dir.path(), IMR), &store, dir.path());
+    run.wait(|t, _| t.ends_with("/alarms/active/od")).await;
+    let huge = "y".repeat(140_000);
+    for i in 0..30 {
+        run.commands
+            .send(Command {
+                body: json!({"cmd": "ack", "characteristic": "od", "episode": "all", "by": "x", "id": format!("{i}{huge}")}),
+                via: "mqtt".into(),
+            })
+            .unwrap();
+    }
+    // The commands are taken in order; a capability request after them shows they were handled.
+    let last = feed(&store, &[10.0, 10.1]).await;
+    run.wait_point(last).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    run.stop().await;
+    let rejected = events(&store, "agent.command_rejected");
+    assert_eq!(rejected.len(), 20);
+    for r in &rejected {
+        assert!(
+            r.to_string().len() < 1000,
+            "bounded: {}",
+            r.to_string().len()
+        );
+    }
+}
