@@ -8,5 +8,6 @@ pub mod config;
 pub mod forward;
 pub mod logging;
 pub mod metrics;
+pub mod sparkplug;
 pub mod spc;
 pub mod store;
