@@ -8,6 +8,7 @@
 //! - [`catalog`]: metric definitions (alias, datatype, unit) and latest values for births.
 //! - [`node`]: the session state machine: births, DDATA, deaths, `seq`, rebirth requests.
 //! - [`host`]: the primary host's STATE.
+//! - [`spc`]: SPC side messages as metrics of the `spc` device.
 //!
 //! The module is pure protocol: the MQTT connection, the store cursor and acknowledgements stay in
 //! the forwarder.
@@ -18,6 +19,7 @@ pub mod datatype;
 pub mod host;
 pub mod node;
 pub mod proto;
+pub mod spc;
 pub mod topic;
 
 pub use bdseq::BdSeqFile;
