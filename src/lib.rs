@@ -3,6 +3,7 @@
 pub mod agent;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
+pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod forward;
@@ -11,3 +12,4 @@ pub mod metrics;
 pub mod sparkplug;
 pub mod spc;
 pub mod store;
+pub mod timefmt;

@@ -110,42 +110,12 @@ impl Metrics {
             "gauge",
             s.last_seq.load(Relaxed),
         );
-        gauge(
-            "forwarder_connected",
-            "1 when connected to the broker.",
-            "gauge",
-            f.connected.load(Relaxed) as u64,
-        );
-        gauge(
-            "forwarder_reconnects_total",
-            "Reconnects to the broker.",
-            "counter",
-            f.reconnects.load(Relaxed),
-        );
-        gauge(
-            "forwarder_connect_errors_total",
-            "Connection errors.",
-            "counter",
-            f.connect_errors.load(Relaxed),
-        );
-        gauge(
-            "forwarder_messages_total",
-            "Messages published.",
-            "counter",
-            f.messages_published.load(Relaxed),
-        );
-        gauge(
-            "forwarder_readings_total",
-            "Readings acknowledged by the broker.",
-            "counter",
-            f.readings_forwarded.load(Relaxed),
-        );
-        gauge(
-            "forwarder_events_total",
-            "Events acknowledged by the broker.",
-            "counter",
-            f.events_forwarded.load(Relaxed),
-        );
+        for (name, help, kind, value) in f.prometheus_values() {
+            let _ = writeln!(
+                out,
+                "# HELP lineside_{name} {help}\n# TYPE lineside_{name} {kind}\nlineside_{name} {value}"
+            );
+        }
         let device_counters: [DeviceCounter; 7] = [
             (
                 "device_readings_total",
@@ -248,17 +218,11 @@ impl Metrics {
                 "dropped_unforwarded": s.dropped_unforwarded.load(Relaxed),
                 "pruned": s.pruned.load(Relaxed),
                 "backlog": s.backlog(),
-                "oldest_unforwarded": (oldest > 0).then(|| chrono::DateTime::from_timestamp_micros(oldest as i64).map(crate::forward::rfc3339)).flatten(),
+                "oldest_unforwarded": (oldest > 0).then(|| chrono::DateTime::from_timestamp_micros(oldest as i64).map(crate::timefmt::rfc3339)).flatten(),
                 "disk_bytes": s.disk_bytes.load(Relaxed),
                 "last_seq": s.last_seq.load(Relaxed),
             },
-            "forwarder": {
-                "connected": f.connected.load(Relaxed),
-                "reconnects": f.reconnects.load(Relaxed),
-                "messages": f.messages_published.load(Relaxed),
-                "forwarded": f.readings_forwarded.load(Relaxed),
-                "events_forwarded": f.events_forwarded.load(Relaxed),
-            },
+            "forwarder": f.json(),
             "alarms": self.alarms.read().map(|a| a.values().cloned().collect::<Vec<_>>()).unwrap_or_default(),
             "devices": self.devices().iter().map(|d| json!({
                 "name": d.device,

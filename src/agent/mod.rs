@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 pub use devices::DeviceChanges;
 pub use reload::{AgentControl, Outcome, ReloadError, ReloadHandle};
 
+use crate::bus::Topics;
 use crate::config::{BrokerUrl, Config, MqttConfig};
-use crate::forward::{ForwarderStats, Topics};
+use crate::forward::ForwarderStats;
 use crate::metrics::Metrics;
 use crate::spc::SpcControl;
 use crate::store::Store;
@@ -80,7 +81,7 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
 
     // SPC is created before the devices start: what the store holds now is history to it. It answers
     // every command the forwarder does not handle itself, and publishes through the forwarder.
-    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+    let (commands_tx, commands_rx) = crate::bus::command_channel();
     let (side_tx, side_rx) = mpsc::channel(1024);
     let spc = crate::spc::Spc::new(
         characteristics,
@@ -402,8 +403,8 @@ fn status_fn(
             "state": state,
             "version": VERSION,
             "config_hash": format!("sha256:{hash}"),
-            "started": crate::forward::rfc3339(started),
-            "ts": crate::forward::rfc3339(Utc::now()),
+            "started": crate::timefmt::rfc3339(started),
+            "ts": crate::timefmt::rfc3339(Utc::now()),
             "metrics": metrics.json(),
         });
         if !pending.is_empty() {

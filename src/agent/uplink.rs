@@ -16,8 +16,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::echo;
+use crate::bus::{CommandSender, SidePublish, Topics};
 use crate::config::{Echo, MqttConfig};
-use crate::forward::{Command, Forwarder, ForwarderStats, SidePublish, Topics};
+use crate::forward::{Forwarder, ForwarderStats};
 use crate::store::Store;
 
 /// How long the forwarder gets to hand over its last acknowledgements when it stops.
@@ -25,7 +26,7 @@ const FORWARDER_STOP: Duration = Duration::from_millis(2500);
 /// Side messages buffered per forwarder (as before the relay existed).
 const SIDE_QUEUE: usize = 1024;
 
-pub type StatusFn = Arc<dyn Fn(&str) -> serde_json::Value + Send + Sync>;
+pub use crate::forward::StatusFn;
 
 /// What every forwarder of this agent shares.
 pub struct UplinkParts {
@@ -34,7 +35,7 @@ pub struct UplinkParts {
     pub store: Arc<Store>,
     pub stats: Arc<ForwarderStats>,
     pub status: StatusFn,
-    pub commands: mpsc::UnboundedSender<Command>,
+    pub commands: CommandSender,
     /// SPC's side messages.
     pub side: mpsc::Receiver<SidePublish>,
     /// Where the relay records the open alarms it passes on, for `/status`.
@@ -55,7 +56,7 @@ pub struct Uplink {
     store: Arc<Store>,
     stats: Arc<ForwarderStats>,
     status: StatusFn,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: CommandSender,
     targets: mpsc::UnboundedSender<mpsc::Sender<SidePublish>>,
     relay: JoinHandle<()>,
     current: Option<Running>,
@@ -123,6 +124,7 @@ impl Uplink {
             status: self.status.clone(),
             commands: self.commands.clone(),
             side: side_rx,
+            store: self.store.clone(),
         };
         let opts = forwarder.mqtt_options()?;
         Ok(Built {

@@ -203,6 +203,13 @@ pub struct MqttConfig {
     /// How often the retained status message is refreshed with current counters.
     #[serde(default = "default_status_interval", deserialize_with = "duration")]
     pub status_interval: Duration,
+    /// Progress watchdog: connected, data waiting, and nothing acknowledged for this long → the
+    /// connection is torn down and rebuilt.
+    #[serde(default = "default_stall_timeout", deserialize_with = "duration")]
+    pub stall_timeout: Duration,
+    /// Largest message accepted on the command topic ("16KiB"); larger ones are rejected unread.
+    #[serde(default = "default_max_command_size", deserialize_with = "size")]
+    pub max_command_size: u64,
     /// Run an in-process broker (rumqttd) on the url's port: for the demo and trials only.
     #[serde(default)]
     pub embedded_broker: bool,
@@ -227,7 +234,13 @@ fn default_backoff_min() -> Duration {
     Duration::from_millis(500)
 }
 fn default_backoff_max() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_stall_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_max_command_size() -> u64 {
+    16 * 1024
 }
 fn default_status_interval() -> Duration {
     Duration::from_secs(30)

@@ -1,86 +1,61 @@
 //! Store-and-forward over MQTT.
 //!
 //! The store is the outbox. The forwarder publishes from each stream's cursor with QoS 1 and moves the
-//! cursor only over the contiguous prefix the broker acknowledged (see [`tracker`]). rumqttc forgets
-//! everything in flight when it reconnects with a clean session, so after every ConnAck we simply
-//! start again from the cursor: delivery is at-least-once, and subscribers de-duplicate on
-//! (agent, seq).
+//! cursor only over the contiguous prefix the broker acknowledged (see [`tracker`]).
+//!
+//! Every connection is a [`link::Link`]: a fresh rumqttc client and event loop, polled by a task that
+//! does nothing else, never cancelled mid-poll and never reused after its connection ends. After each
+//! ConnAck the forwarder starts again from the acknowledged cursors: delivery is at-least-once, and
+//! subscribers de-duplicate on (agent, seq).
+//!
+//! Around that: a progress watchdog (connected, data waiting, nothing acknowledged for
+//! `mqtt.stall_timeout` → rebuild the connection), a size check on everything published, a quarantine
+//! for messages the broker refuses again and again ([`quarantine`]), and the command intake
+//! ([`intake`]). The encoding lives in [`payload`] only.
 
+pub mod intake;
+mod link;
+mod options;
 mod payload;
+mod quarantine;
+mod session;
+pub mod stats;
 mod tls;
-pub mod topics;
 mod tracker;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use lineside_drivers::device::{Backoff, ErrorBurst};
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport};
+use rumqttc::MqttOptions;
+use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-pub use payload::{encode_reading, rfc3339};
-pub use topics::Topics;
-use tracker::Tracker;
+pub use crate::bus::Topics;
+pub use payload::encode_reading;
+pub use stats::{ForwarderStats, Progress};
 
-use crate::config::{BrokerUrl, MqttConfig};
-use crate::store::{Acker, Committed, StoreReader, Stream};
+use crate::bus::{CommandSender, SidePublish};
+use crate::config::MqttConfig;
+use crate::store::{Acker, Committed, Store, StoreReader, Stream};
+use link::Link;
+use options::Limits;
+use quarantine::Quarantine;
+use session::Ended;
+use tracker::{MessageKey, Tracker};
 
-/// Most rows read from the store per fetch.
-const MAX_FETCH: usize = 20_000;
-/// Request-channel slots for side messages, beyond the data window (the channel holds inflight + 64).
-const SIDE_SLOTS: usize = 32;
+/// Event kind announcing a message the cursor skipped.
+pub const QUARANTINED: &str = "agent.message_quarantined";
+/// Connection drops on an oversized incoming message before the command subscription is paused.
+const INCOMING_STRIKES: u32 = 2;
+/// How long the command subscription stays paused after that.
+const COMMANDS_PAUSE: Duration = Duration::from_secs(300);
 
-#[derive(Debug, Default)]
-pub struct ForwarderStats {
-    pub connected: AtomicBool,
-    pub connects: AtomicU64,
-    pub reconnects: AtomicU64,
-    pub connect_errors: AtomicU64,
-    pub messages_published: AtomicU64,
-    /// Readings the broker acknowledged (counted when the cursor moves).
-    pub readings_forwarded: AtomicU64,
-    pub events_forwarded: AtomicU64,
-    pub last_error: Mutex<Option<String>>,
-}
-
-/// A request that arrived on the command topic and is for someone other than the forwarder.
-#[derive(Debug, Clone)]
-pub struct Command {
-    pub body: serde_json::Value,
-}
-
-/// Something else the agent publishes through the forwarder's connection (SPC points, retained alarm
-/// state). These are not in the store's streams: they are derived and can be re-derived.
-#[derive(Debug, Clone)]
-pub struct SidePublish {
-    pub topic: String,
-    pub payload: Vec<u8>,
-    pub retain: bool,
-}
-
-/// Publishes the held side message; keeps it held when the client refuses it.
-fn publish_side(client: &AsyncClient, tracker: &mut Tracker, held: &mut Option<SidePublish>) {
-    if let Some(side) = held.take() {
-        match client.try_publish(
-            side.topic.clone(),
-            QoS::AtLeastOnce,
-            side.retain,
-            side.payload.clone(),
-        ) {
-            Ok(()) => tracker.sent(None),
-            Err(_) => *held = Some(side),
-        }
-    }
-}
-
-enum FillError {
-    Store(rusqlite::Error),
-    /// The client's request channel refused a publish (it should never be full: the window is smaller).
-    Refused,
-}
+pub type StatusFn = Arc<dyn Fn(&str) -> serde_json::Value + Send + Sync>;
 
 pub struct Forwarder {
     pub cfg: MqttConfig,
@@ -91,185 +66,238 @@ pub struct Forwarder {
     pub committed: watch::Receiver<Committed>,
     pub stats: Arc<ForwarderStats>,
     /// Builds the status message body (online state, version, counters).
-    pub status: Arc<dyn Fn(&str) -> serde_json::Value + Send + Sync>,
-    pub commands: mpsc::UnboundedSender<Command>,
+    pub status: StatusFn,
+    /// Accepted commands, to SPC.
+    pub commands: CommandSender,
     pub side: mpsc::Receiver<SidePublish>,
+    /// For the agent events the forwarder raises (quarantine, command rejections).
+    pub store: Arc<Store>,
+}
+
+/// What outlives one connection.
+struct State {
+    tracker: Tracker,
+    /// Acknowledged cursors.
+    acked: Committed,
+    /// Published up to (≥ `acked` while connected).
+    next: Committed,
+    quarantine: Quarantine,
+    /// The latest payload of every retained side topic, re-published after each reconnect.
+    retained: HashMap<String, Vec<u8>>,
+    /// A side message the client refused, retried first.
+    held: Option<SidePublish>,
+    intake: intake::Intake,
+    fill_burst: ErrorBurst,
+    backoff: Backoff,
+    /// Connection errors, for logging once per burst.
+    burst: ErrorBurst,
+    stall_log: ErrorBurst,
+    status_due: Instant,
+    /// A status message that did not fit in the window and waits.
+    status_pending: bool,
+    incoming_strikes: u32,
+    commands_paused_until: Option<Instant>,
 }
 
 impl Forwarder {
     pub fn mqtt_options(&self) -> Result<MqttOptions> {
-        let url = BrokerUrl::parse(&self.cfg.url).map_err(anyhow::Error::msg)?;
-        let client_id = self
-            .cfg
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("lineside-{}", self.agent_id));
-        let mut opts = MqttOptions::new(client_id, url.host.clone(), url.port);
-        opts.set_keep_alive(self.cfg.keep_alive);
-        opts.set_clean_session(true);
-        opts.set_inflight(self.cfg.inflight);
-        opts.set_request_channel_capacity(self.cfg.inflight as usize + 64);
-        let max = (self.cfg.max_message_size as usize + 4096).max(64 * 1024);
-        opts.set_max_packet_size(max, max);
-        let will = serde_json::to_vec(
-            &serde_json::json!({"agent": self.agent_id, "state": "offline", "reason": "connection lost"}),
-        )?;
-        opts.set_last_will(LastWill::new(
-            self.topics.status(),
-            will,
-            QoS::AtLeastOnce,
-            true,
-        ));
-        if let Some(user) = &self.cfg.username {
-            opts.set_credentials(user.clone(), tls::password(&self.cfg)?.unwrap_or_default());
-        }
-        if url.tls {
-            let tls = tls::client_config(&self.cfg).context("MQTT TLS setup")?;
-            opts.set_transport(Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(tls),
-            ));
-        }
-        Ok(opts)
+        options::mqtt_options(&self.cfg, &self.agent_id, &self.topics)
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         let opts = self.mqtt_options()?;
-        let (client, mut eventloop) = AsyncClient::new(opts, self.cfg.inflight as usize + 64);
-        let mut tracker = Tracker::default();
-        let mut backoff = Backoff::new(self.cfg.reconnect_min, self.cfg.reconnect_max);
-        let mut burst = ErrorBurst::new(Duration::from_secs(60));
-        let mut connected = false;
-        let mut acked = Committed {
+        let limits = Limits::new(&self.cfg);
+        self.stats.set_stall_timeout(self.cfg.stall_timeout);
+        self.stats.beat(Instant::now());
+        let acked = Committed {
             readings: self.reader.cursor(Stream::Readings)?,
             events: self.reader.cursor(Stream::Events)?,
         };
-        let mut next = acked;
-        let mut fill_burst = ErrorBurst::new(Duration::from_secs(60));
-        // Side messages (SPC points, retained alarm state) get their own slice of the request channel so
-        // they can never crowd out data; one refused is held and retried, not dropped.
-        let side_limit = self.cfg.inflight as usize + SIDE_SLOTS;
-        let mut held: Option<SidePublish> = None;
-        // The latest payload of every retained side topic, re-published after each reconnect: a clean
-        // session forgets whatever was in flight when the connection dropped.
-        let mut retained: std::collections::HashMap<String, Vec<u8>> =
-            std::collections::HashMap::new();
-        // Retries a fill that failed (or a wake-up that was missed) without waiting for the next commit.
-        let mut retry_tick = tokio::time::interval(Duration::from_millis(500));
-        retry_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut status_tick = tokio::time::interval(self.cfg.status_interval);
-        status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut st = State {
+            tracker: Tracker::default(),
+            acked,
+            next: acked,
+            quarantine: Quarantine::default(),
+            retained: HashMap::new(),
+            held: None,
+            intake: intake::Intake::new(
+                self.commands.clone(),
+                self.cfg.max_command_size as usize,
+                self.stats.clone(),
+                self.store.clone(),
+            ),
+            fill_burst: ErrorBurst::new(Duration::from_secs(60)),
+            backoff: Backoff::new(self.cfg.reconnect_min, self.cfg.reconnect_max),
+            burst: ErrorBurst::new(Duration::from_secs(60)),
+            stall_log: ErrorBurst::new(Duration::from_secs(600)),
+            status_due: Instant::now(),
+            status_pending: false,
+            incoming_strikes: 0,
+            commands_paused_until: None,
+        };
         loop {
+            let mut link = Link::open(opts.clone(), limits.total + 64);
+            let ended = self.serve(&mut st, &mut link, &limits, &shutdown).await;
+            self.stats.connected.store(false, Relaxed);
+            let delay = match ended {
+                Ended::Shutdown { connected } => {
+                    if connected {
+                        self.drain_and_disconnect(&mut st, &mut link).await;
+                    }
+                    link.close().await;
+                    break;
+                }
+                Ended::StoreGone => {
+                    link.close().await;
+                    break;
+                }
+                Ended::Lost {
+                    error,
+                    established,
+                    incoming_too_large,
+                } => {
+                    link.close().await;
+                    self.lost(&mut st, error, established, incoming_too_large);
+                    st.backoff.next_delay()
+                }
+                Ended::Stalled { stalled_for } => {
+                    link.close().await;
+                    let n = self.stats.stall_recoveries.fetch_add(1, Relaxed) + 1;
+                    if st.stall_log.error() {
+                        tracing::warn!(
+                            stalled_s = stalled_for.as_secs(),
+                            in_flight = st.tracker.in_flight(),
+                            recoveries = n,
+                            "the broker acknowledged nothing for longer than mqtt.stall_timeout while \
+                             connected; rebuilding the connection (logged once per 10 minutes)"
+                        );
+                    }
+                    st.tracker.reset();
+                    self.cfg.reconnect_min
+                }
+            };
             tokio::select! {
-                biased;
                 _ = shutdown.cancelled() => break,
-                ev = eventloop.poll() => match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        connected = true;
-                        self.stats.connected.store(true, Relaxed);
-                        if self.stats.connects.fetch_add(1, Relaxed) > 0 {
-                            self.stats.reconnects.fetch_add(1, Relaxed);
-                        }
-                        if let Some(n) = burst.ok() {
-                            tracing::info!(suppressed = n, url = %self.cfg.url, "connected to the broker again");
-                        } else {
-                            tracing::info!(url = %self.cfg.url, "connected to the broker");
-                        }
-                        backoff.reset();
-                        // Clean session: nothing in flight survives. Start again from the cursors.
-                        tracker.reset();
-                        next = acked;
-                        let _ = client.try_subscribe(self.topics.command(), QoS::AtLeastOnce);
-                        self.publish_status(&client, &mut tracker, "online");
-                        for (topic, payload) in &retained {
-                            if client.try_publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone()).is_ok() {
-                                tracker.sent(None);
-                            }
-                        }
-                        self.try_fill(&client, &mut tracker, &mut next, &mut fill_burst);
-                    }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => tracker.outgoing(pkid),
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if let Some((stream, seq)) = tracker.acked(ack.pkid) {
-                            self.advance(stream, seq, &mut acked);
-                        }
-                        self.try_fill(&client, &mut tracker, &mut next, &mut fill_burst);
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => self.command(&client, &mut tracker, &p.payload),
-                    Ok(_) => {}
-                    Err(e) => {
-                        connected = false;
-                        self.stats.connected.store(false, Relaxed);
-                        self.stats.connect_errors.fetch_add(1, Relaxed);
-                        tracker.reset();
-                        let msg = e.to_string();
-                        if burst.error() {
-                            tracing::warn!(error = %msg, url = %self.cfg.url, "broker connection failed; readings stay in the store and are sent after reconnecting");
-                        }
-                        if let Ok(mut slot) = self.stats.last_error.lock() {
-                            *slot = Some(msg);
-                        }
-                        let delay = backoff.next_delay();
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(delay) => {}
-                        }
-                    }
-                },
-                changed = self.committed.changed(), if connected => {
-                    if changed.is_err() {
-                        break; // the store stopped
-                    }
-                    self.try_fill(&client, &mut tracker, &mut next, &mut fill_burst);
-                }
-                Some(side) = self.side.recv(), if connected && held.is_none() && tracker.in_flight() < side_limit => {
-                    if side.retain {
-                        retained.insert(side.topic.clone(), side.payload.clone());
-                    }
-                    held = Some(side);
-                    publish_side(&client, &mut tracker, &mut held);
-                }
-                _ = status_tick.tick(), if connected => self.publish_status(&client, &mut tracker, "online"),
-                _ = retry_tick.tick(), if connected => {
-                    publish_side(&client, &mut tracker, &mut held);
-                    self.try_fill(&client, &mut tracker, &mut next, &mut fill_burst);
-                }
+                _ = tokio::time::sleep(delay) => {}
             }
         }
-        if connected {
-            self.drain_and_disconnect(&client, &mut eventloop, &mut tracker, &mut acked)
-                .await;
-        }
-        self.stats.connected.store(false, Relaxed);
+        self.stats.stopped();
         Ok(())
+    }
+
+    /// The connection ended with an error: count it, log it once per burst, and give the message that
+    /// was oldest unacknowledged a strike (a broker that drops the connection on one message).
+    fn lost(&mut self, st: &mut State, error: String, established: bool, incoming_too_large: bool) {
+        self.stats.connect_errors.fetch_add(1, Relaxed);
+        if established
+            && let Some(suspect) = st.tracker.oldest_unacked().cloned()
+            && st.quarantine.strike(&suspect)
+        {
+            self.quarantine(st, suspect, "refused_by_broker", None);
+        }
+        st.tracker.reset();
+        if incoming_too_large {
+            st.incoming_strikes += 1;
+            if st.incoming_strikes >= INCOMING_STRIKES {
+                st.incoming_strikes = 0;
+                st.commands_paused_until = Some(Instant::now() + COMMANDS_PAUSE);
+                tracing::error!(
+                    limit = options::INCOMING_MAX,
+                    "the broker keeps sending a message larger than the agent reads on the command \
+                     topic (a retained one?); commands are not subscribed for 5 minutes"
+                );
+            }
+        }
+        if st.burst.error() {
+            tracing::warn!(error = %error, url = %self.cfg.url, "broker connection failed; readings stay in the store and are sent after reconnecting");
+        }
+        if let Ok(mut slot) = self.stats.last_error.lock() {
+            *slot = Some(error);
+        }
+    }
+
+    /// Skips a message from now on: stored data stays in the store and the cursor passes it; a side
+    /// message is dropped (it is derived and will be derived again). Announced with an event.
+    fn quarantine(
+        &mut self,
+        st: &mut State,
+        key: MessageKey,
+        reason: &'static str,
+        bytes: Option<usize>,
+    ) {
+        self.stats.quarantined.fetch_add(1, Relaxed);
+        match &key {
+            MessageKey::Data {
+                stream,
+                device,
+                lo,
+                hi,
+            } => {
+                let stream_name = match stream {
+                    Stream::Readings => "readings",
+                    Stream::Events => "events",
+                };
+                tracing::error!(
+                    stream = stream_name,
+                    first_seq = lo,
+                    last_seq = hi,
+                    device = device.as_deref().unwrap_or(""),
+                    bytes,
+                    reason,
+                    "a message cannot be delivered; it stays in the store and the stream moves on"
+                );
+                let body = json!({
+                    "stream": stream_name,
+                    "first_seq": lo,
+                    "last_seq": hi,
+                    "device": device.as_deref(),
+                    "bytes": bytes,
+                    "reason": reason,
+                    "severity": "alarm",
+                });
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = store
+                        .append_event(QUARANTINED, chrono::Utc::now(), body)
+                        .await
+                    {
+                        tracing::error!(error = %e, "cannot store the quarantine event");
+                    }
+                });
+                st.quarantine.hold(key);
+            }
+            MessageKey::Side(topic) => {
+                tracing::error!(
+                    topic,
+                    reason,
+                    "the broker keeps refusing a side message; dropped"
+                );
+                st.retained.remove(topic);
+                if st.held.as_ref().is_some_and(|h| &h.topic == topic) {
+                    st.held = None;
+                }
+            }
+            MessageKey::Status => {}
+        }
     }
 
     /// At shutdown: say offline, wait briefly for the acknowledgements still due (so the cursor is
     /// current), then disconnect cleanly.
-    async fn drain_and_disconnect(
-        &mut self,
-        client: &AsyncClient,
-        eventloop: &mut rumqttc::EventLoop,
-        tracker: &mut Tracker,
-        acked: &mut Committed,
-    ) {
-        self.publish_status(client, tracker, "offline");
+    async fn drain_and_disconnect(&mut self, st: &mut State, link: &mut Link) {
+        self.publish_status(st, &link.client, "offline", true);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
-        while tracker.in_flight() > 0 {
-            match tokio::time::timeout_at(deadline, eventloop.poll()).await {
-                Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => tracker.outgoing(pkid),
-                Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
-                    if let Some((stream, seq)) = tracker.acked(ack.pkid) {
-                        self.advance(stream, seq, acked);
-                    }
+        while st.tracker.in_flight() > 0 {
+            match tokio::time::timeout_at(deadline, link.events.recv()).await {
+                Ok(Some(Ok(ev))) => {
+                    self.track(st, &ev);
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) | Err(_) => break,
+                Ok(_) | Err(_) => break,
             }
         }
-        let _ = client.try_disconnect();
+        let _ = link.client.try_disconnect();
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            while let Ok(ev) = eventloop.poll().await {
-                if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+            while let Some(Ok(ev)) = link.events.recv().await {
+                if matches!(ev, rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
                     break;
                 }
             }
@@ -277,10 +305,32 @@ impl Forwarder {
         .await;
     }
 
-    fn advance(&self, stream: Stream, seq: u64, acked: &mut Committed) {
+    /// Books an outgoing publish or an acknowledgement; returns true for an acknowledgement.
+    fn track(&mut self, st: &mut State, ev: &rumqttc::Event) -> bool {
+        use rumqttc::{Event, Outgoing, Packet};
+        match ev {
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                st.tracker.outgoing(*pkid);
+                false
+            }
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(acked) = st.tracker.acked(ack.pkid) {
+                    self.stats.acked(Instant::now());
+                    st.quarantine.acked(&acked.key);
+                    if let Some((stream, seq)) = acked.cursor {
+                        self.advance(st, stream, seq);
+                    }
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn advance(&self, st: &mut State, stream: Stream, seq: u64) {
         let slot = match stream {
-            Stream::Readings => &mut acked.readings,
-            Stream::Events => &mut acked.events,
+            Stream::Readings => &mut st.acked.readings,
+            Stream::Events => &mut st.acked.events,
         };
         if seq > *slot {
             let counter = match stream {
@@ -290,144 +340,42 @@ impl Forwarder {
             counter.fetch_add(seq - *slot, Relaxed);
             *slot = seq;
             self.acker.ack(stream, seq);
+            st.quarantine.passed(stream, seq);
         }
     }
 
-    fn publish_status(&self, client: &AsyncClient, tracker: &mut Tracker, state: &str) {
-        let body = (self.status)(state);
-        if let Ok(payload) = serde_json::to_vec(&body)
-            && client
-                .try_publish(self.topics.status(), QoS::AtLeastOnce, true, payload)
-                .is_ok()
-        {
-            tracker.sent(None);
-        }
-    }
-
-    fn command(&self, client: &AsyncClient, tracker: &mut Tracker, payload: &[u8]) {
-        let body: serde_json::Value = match serde_json::from_slice(payload) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(error = %e, "ignored a command that is not JSON");
-                return;
-            }
-        };
-        match body.get("cmd").and_then(|c| c.as_str()) {
-            Some("rebirth") => self.publish_status(client, tracker, "online"),
-            Some(_) => {
-                let _ = self.commands.send(Command { body });
-            }
-            None => tracing::warn!("ignored a command without a \"cmd\" field"),
-        }
-    }
-
-    /// [`Forwarder::fill`], keeping the forwarder alive through store errors: a failed read is retried by
-    /// the retry tick; a publish the client refused leaves the window bookkeeping unreliable, so the
-    /// connection is dropped and everything unacknowledged is sent again after the reconnect.
-    fn try_fill(
-        &mut self,
-        client: &AsyncClient,
-        tracker: &mut Tracker,
-        next: &mut Committed,
-        burst: &mut ErrorBurst,
+    /// Publishes the status message (retained). With `force` it goes out even if the window is full
+    /// (shutdown); otherwise it waits for room.
+    fn publish_status(
+        &self,
+        st: &mut State,
+        client: &rumqttc::AsyncClient,
+        state: &str,
+        force: bool,
     ) {
-        match self.fill(client, tracker, next) {
-            Ok(()) => {
-                burst.ok();
-            }
-            Err(FillError::Store(e)) => {
-                if burst.error() {
-                    tracing::warn!(error = %e, "cannot read from the store; retrying");
-                }
-            }
-            Err(FillError::Refused) => {
-                tracing::error!(
-                    "the MQTT client refused a publish; reconnecting to resend from the cursor"
-                );
-                let _ = client.try_disconnect();
-            }
+        let limits = Limits::new(&self.cfg);
+        if !force && st.tracker.in_flight() >= limits.total {
+            st.status_pending = true;
+            return;
         }
-    }
-
-    /// Publishes from `next` while the in-flight window has room: events first (rare and urgent), then
-    /// readings. Reads the store synchronously: a fetch takes milliseconds, and the forwarder is one task
-    /// on a multi-threaded runtime.
-    fn fill(
-        &mut self,
-        client: &AsyncClient,
-        tracker: &mut Tracker,
-        next: &mut Committed,
-    ) -> Result<(), FillError> {
-        let limit = self.cfg.inflight as usize;
-        let committed = *self.committed.borrow_and_update();
-        loop {
-            let room = limit.saturating_sub(tracker.in_flight());
-            if room == 0 {
-                return Ok(());
-            }
-            if next.events < committed.events {
-                let events = self
-                    .reader
-                    .events_after(next.events, room)
-                    .map_err(FillError::Store)?;
-                let Some(last) = events.last().map(|e| e.seq) else {
-                    next.events = committed.events;
-                    continue;
-                };
-                let window = tracker.open_window(Stream::Events, last, events.len() as u32);
-                for e in &events {
-                    let payload = payload::encode_event(&self.agent_id, e);
-                    client
-                        .try_publish(self.topics.alarms(), QoS::AtLeastOnce, false, payload)
-                        .map_err(|_| FillError::Refused)?;
-                    tracker.sent(Some(window));
-                }
-                self.stats
-                    .messages_published
-                    .fetch_add(events.len() as u64, Relaxed);
-                next.events = last;
-                continue;
-            }
-            if next.readings < committed.readings {
-                let want = (room * self.cfg.max_readings_per_message).min(MAX_FETCH);
-                let rows = self
-                    .reader
-                    .readings_after(next.readings, want)
-                    .map_err(FillError::Store)?;
-                if rows.is_empty() {
-                    next.readings = committed.readings;
-                    continue;
-                }
-                let mut packer = payload::Packer::new(
-                    &self.agent_id,
-                    self.cfg.max_readings_per_message,
-                    self.cfg.max_message_size as usize,
-                );
-                let mut hi = next.readings;
-                for r in &rows {
-                    if !packer.push(r, room) {
-                        break;
-                    }
-                    hi = r.seq;
-                }
-                let messages = packer.finish();
-                let window = tracker.open_window(Stream::Readings, hi, messages.len() as u32);
-                for m in messages {
-                    client
-                        .try_publish(
-                            self.topics.data(&m.device),
-                            QoS::AtLeastOnce,
-                            false,
-                            m.payload,
-                        )
-                        .map_err(|_| FillError::Refused)?;
-                    tracker.sent(Some(window));
-                    self.stats.messages_published.fetch_add(1, Relaxed);
-                }
-                next.readings = hi;
-                continue;
-            }
-            return Ok(());
+        st.status_pending = false;
+        let topic = self.topics.status();
+        let Ok(payload) = serde_json::to_vec(&(self.status)(state)) else {
+            return;
+        };
+        if !limits.fits(&topic, payload.len()) {
+            self.stats.oversized_dropped.fetch_add(1, Relaxed);
+            tracing::error!(
+                bytes = payload.len(),
+                "the status message is too large to publish"
+            );
+            return;
+        }
+        if client
+            .try_publish(topic, rumqttc::QoS::AtLeastOnce, true, payload)
+            .is_ok()
+        {
+            st.tracker.sent(None, MessageKey::Status);
         }
     }
 }

@@ -1,14 +1,12 @@
-//! JSON payloads. Readings are grouped per device and packed into messages up to a count and a size.
+//! The encoding seam: JSON payloads. Readings are grouped per device and packed into messages up to a
+//! count and a size. Nothing here knows about connections or acknowledgements; another encoding
+//! (Sparkplug B) would sit beside this module and produce the same [`DataMessage`]s.
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use lineside_drivers::{Reading, Value};
 use serde::Serialize;
 
 use crate::store::{StoredEvent, StoredReading};
-
-pub fn rfc3339(ts: DateTime<Utc>) -> String {
-    ts.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
+use crate::timefmt::rfc3339;
 
 #[derive(Serialize)]
 struct ReadingJson<'a> {
@@ -65,6 +63,9 @@ pub fn encode_reading(seq: u64, r: &Reading, out: &mut Vec<u8>) {
 pub struct DataMessage {
     pub device: String,
     pub payload: Vec<u8>,
+    /// Lowest and highest seq in the message.
+    pub lo: u64,
+    pub hi: u64,
 }
 
 /// Packs readings (in seq order) into per-device messages. Stops before a reading that would need more
@@ -73,9 +74,18 @@ pub struct Packer<'a> {
     agent: &'a str,
     max_readings: usize,
     max_bytes: usize,
-    open: Vec<(String, Vec<u8>, usize)>,
+    open: Vec<Open>,
     done: Vec<DataMessage>,
     scratch: Vec<u8>,
+}
+
+/// A message being filled: device, payload so far, readings, lowest seq.
+struct Open {
+    device: String,
+    buf: Vec<u8>,
+    n: usize,
+    lo: u64,
+    hi: u64,
 }
 
 impl<'a> Packer<'a> {
@@ -110,16 +120,17 @@ impl<'a> Packer<'a> {
         self.scratch.clear();
         encode_reading(r.seq, &r.reading, &mut self.scratch);
         let device = &*r.reading.device;
-        let idx = self.open.iter().position(|(d, _, _)| d == device);
-        let fits = |buf: &Vec<u8>, n: usize, add: usize| {
-            n < self.max_readings && buf.len() + add + 3 <= self.max_bytes
+        let idx = self.open.iter().position(|o| o.device == device);
+        let fits = |o: &Open, add: usize| {
+            o.n < self.max_readings && o.buf.len() + add + 3 <= self.max_bytes
         };
         match idx {
-            Some(i) if fits(&self.open[i].1, self.open[i].2, self.scratch.len()) => {
-                let (_, buf, n) = &mut self.open[i];
-                buf.push(b',');
-                buf.extend_from_slice(&self.scratch);
-                *n += 1;
+            Some(i) if fits(&self.open[i], self.scratch.len()) => {
+                let o = &mut self.open[i];
+                o.buf.push(b',');
+                o.buf.extend_from_slice(&self.scratch);
+                o.n += 1;
+                o.hi = r.seq;
                 true
             }
             Some(i) => {
@@ -127,38 +138,50 @@ impl<'a> Packer<'a> {
                 if self.messages() + 1 > max_messages {
                     return false;
                 }
-                let (d, buf, _) = self.open.swap_remove(i);
-                self.done.push(finish(d, buf));
-                self.start(device);
+                let o = self.open.swap_remove(i);
+                self.done.push(finish(o));
+                self.start(device, r.seq);
                 true
             }
             None => {
                 if self.messages() + 1 > max_messages {
                     return false;
                 }
-                self.start(device);
+                self.start(device, r.seq);
                 true
             }
         }
     }
 
-    fn start(&mut self, device: &str) {
+    fn start(&mut self, device: &str, seq: u64) {
         let mut buf = self.header(device);
         buf.extend_from_slice(&self.scratch);
-        self.open.push((device.to_string(), buf, 1));
+        self.open.push(Open {
+            device: device.to_string(),
+            buf,
+            n: 1,
+            lo: seq,
+            hi: seq,
+        });
     }
 
     pub fn finish(mut self) -> Vec<DataMessage> {
-        for (d, buf, _) in self.open.drain(..) {
-            self.done.push(finish(d, buf));
+        for o in std::mem::take(&mut self.open) {
+            self.done.push(finish(o));
         }
         self.done
     }
 }
 
-fn finish(device: String, mut payload: Vec<u8>) -> DataMessage {
+fn finish(o: Open) -> DataMessage {
+    let mut payload = o.buf;
     payload.extend_from_slice(b"]}");
-    DataMessage { device, payload }
+    DataMessage {
+        device: o.device,
+        payload,
+        lo: o.lo,
+        hi: o.hi,
+    }
 }
 
 /// An event as published on the alarms topic: the stored body plus its sequence number and time.
@@ -185,6 +208,7 @@ mod tests {
     use lineside_drivers::Quality;
 
     use super::*;
+    use chrono::DateTime;
 
     fn sr(seq: u64, device: &str, value: Option<Value>) -> StoredReading {
         StoredReading {

@@ -26,7 +26,7 @@ const MAX_LISTED: usize = 100;
 const MAX_LISTED_BYTES: usize = 48 * 1024;
 
 pub fn ts_string(micros: i64) -> String {
-    crate::forward::rfc3339(chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default())
+    crate::timefmt::rfc3339(chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default())
 }
 
 pub fn violation_body(ch: &str, unit: Option<&str>, v: &Violation) -> Value {

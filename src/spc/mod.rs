@@ -31,7 +31,7 @@ pub use alarms::{ACK, LIMITS, OUT_OF_SPEC, RECALCULATE, REJECTED, VIOLATION};
 pub use persist::state_path;
 pub use runtime::{Changes, Spc, SpcControl};
 
-use crate::forward::Topics;
+use crate::bus::Topics;
 
 /// The topics SPC publishes on.
 #[derive(Debug, Clone)]

@@ -28,9 +28,10 @@ use super::commands::{self, Request};
 use super::context::{Inputs, Router};
 use super::messages;
 use super::persist::{self, CharState, State};
+use crate::bus::{Command, CommandReceiver, SidePublish};
 use crate::config::CharacteristicConfig;
-use crate::forward::{Command, SidePublish, rfc3339};
 use crate::store::{Committed, CommittedBatch, Store, StoreReader};
+use crate::timefmt::rfc3339;
 
 mod reconfigure;
 pub use reconfigure::{Changes, SpcControl};
@@ -48,7 +49,7 @@ pub struct Spc {
     store: Arc<Store>,
     batches: broadcast::Receiver<Arc<CommittedBatch>>,
     side: mpsc::Sender<SidePublish>,
-    commands: mpsc::UnboundedReceiver<Command>,
+    commands: CommandReceiver,
     topics: SpcTopics,
     state_path: PathBuf,
     /// What the store held when SPC was created: without a usable state, that is history, replayed
@@ -68,7 +69,7 @@ impl Spc {
         characteristics: Vec<CharacteristicConfig>,
         store: Arc<Store>,
         side: mpsc::Sender<SidePublish>,
-        commands: mpsc::UnboundedReceiver<Command>,
+        commands: CommandReceiver,
         topics: SpcTopics,
         state_dir: &std::path::Path,
     ) -> Spc {

@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::bus::{Command, CommandSender, SidePublish};
 use crate::config::{Config, StoreConfig};
-use crate::forward::{Command, SidePublish};
 use crate::spc::SpcTopics;
 
 const DEVICE: &str = r#"
@@ -69,13 +69,13 @@ async fn commit(store: &Store, batch: Vec<Reading>) {
 
 struct Harness {
     side: mpsc::Receiver<SidePublish>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: CommandSender,
     spc: Spc,
 }
 
 fn harness(cfg: Config, store: &Arc<Store>, dir: &std::path::Path) -> Harness {
     let (side_tx, side) = mpsc::channel(100_000);
-    let (commands, commands_rx) = mpsc::unbounded_channel();
+    let (commands, commands_rx) = crate::bus::command_channel();
     let spc = Spc::new(
         cfg.characteristics,
         store.clone(),
@@ -214,7 +214,7 @@ struct Running {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<()>>,
     side: mpsc::Receiver<SidePublish>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: CommandSender,
     seen: Vec<SidePublish>,
     control: SpcControl,
 }
@@ -353,9 +353,9 @@ async fn a_recalculation_is_repeated_at_its_position_on_replay() {
     let at = feed(&store, &shifted).await;
     run.wait_point(at).await;
     run.commands
-        .send(Command {
-            body: json!({"cmd": "recalculate", "characteristic": "od", "by": "qe", "id": 1}),
-        })
+        .try_send(Command::mqtt(
+            json!({"cmd": "recalculate", "characteristic": "od", "by": "qe", "id": 1}),
+        ))
         .unwrap();
     let recalculated = run
         .wait(|t, b| t.ends_with("/limits") && b["charts"][0]["computed"]["seq_last"] == at)
@@ -403,7 +403,7 @@ async fn commands_that_cannot_be_carried_out_are_answered() {
         json!({"cmd": "ack", "characteristic": "od", "alarm_seq": "all", "by": "x", "id": "none"}),
         json!("not an object"),
     ] {
-        run.commands.send(Command { body }).unwrap();
+        run.commands.try_send(Command::mqtt(body)).unwrap();
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while events(&store, "agent.command_rejected").len() < 4 {

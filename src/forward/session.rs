@@ -1,0 +1,397 @@
+//! One connection's life: wait for the ConnAck, publish from the cursors while the window has room,
+//! book acknowledgements, hand commands to the intake, and watch progress.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, ConnectionError, Event, Packet, QoS, StateError};
+
+use super::intake::Action;
+use super::link::Link;
+use super::options::Limits;
+use super::tracker::MessageKey;
+use super::{Forwarder, State, payload};
+use crate::bus::SidePublish;
+use crate::store::{Committed, Stream};
+
+/// How often the loop turns without events: retries, status, the watchdog, the intake's tick.
+const TICK: Duration = Duration::from_millis(500);
+/// Most rows read from the store per fetch.
+const MAX_FETCH: usize = 20_000;
+
+/// Why a connection ended.
+pub enum Ended {
+    Shutdown {
+        connected: bool,
+    },
+    /// The store stopped (the agent is shutting down).
+    StoreGone,
+    Lost {
+        error: String,
+        /// A ConnAck had arrived.
+        established: bool,
+        /// The broker sent a message larger than the client reads.
+        incoming_too_large: bool,
+    },
+    /// The progress watchdog fired.
+    Stalled {
+        stalled_for: Duration,
+    },
+}
+
+enum FillError {
+    Store(rusqlite::Error),
+    /// The client's request channel refused a publish (its polling task ended, or the window
+    /// bookkeeping is off): the connection is rebuilt.
+    Refused,
+}
+
+fn incoming_too_large(e: &ConnectionError) -> bool {
+    matches!(
+        e,
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(_)
+        ))
+    )
+}
+
+impl Forwarder {
+    pub(super) async fn serve(
+        &mut self,
+        st: &mut State,
+        link: &mut Link,
+        limits: &Limits,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Ended {
+        let mut connected = false;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ended::Shutdown { connected },
+                ev = link.events.recv() => match ev {
+                    Some(Ok(ev)) => {
+                        if let Err(ended) = self.on_event(st, link, limits, &mut connected, ev) {
+                            return ended;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        return Ended::Lost {
+                            incoming_too_large: incoming_too_large(&e),
+                            error: e.to_string(),
+                            established: connected,
+                        };
+                    }
+                    None => {
+                        return Ended::Lost {
+                            error: "the MQTT event loop ended".into(),
+                            established: connected,
+                            incoming_too_large: false,
+                        };
+                    }
+                },
+                changed = self.committed.changed(), if connected => {
+                    if changed.is_err() {
+                        return Ended::StoreGone;
+                    }
+                    if let Err(e) = self.try_fill(st, &link.client, limits) {
+                        return e;
+                    }
+                }
+                Some(side) = self.side.recv(), if connected && st.held.is_none() && st.tracker.in_flight() < limits.side_limit() => {
+                    if side.retain {
+                        if side.payload.is_empty() {
+                            st.retained.remove(&side.topic);
+                        } else {
+                            st.retained.insert(side.topic.clone(), side.payload.clone());
+                        }
+                    }
+                    st.held = Some(side);
+                    self.publish_held(st, &link.client, limits);
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    self.stats.beat(now);
+                    if !connected {
+                        continue;
+                    }
+                    self.publish_held(st, &link.client, limits);
+                    if let Err(e) = self.try_fill(st, &link.client, limits) {
+                        return e;
+                    }
+                    let rebirth = st.intake.tick(now) == Action::Rebirth;
+                    if rebirth || st.status_pending || now >= st.status_due {
+                        st.status_due = now + self.cfg.status_interval;
+                        self.publish_status(st, &link.client, "online", false);
+                    }
+                    let head = *self.committed.borrow();
+                    let busy = st.tracker.in_flight() > 0
+                        || st.acked.readings < head.readings
+                        || st.acked.events < head.events;
+                    self.stats.set_busy(busy);
+                    if !busy {
+                        self.stats.progress(now);
+                    }
+                    let stalled_for = self.stats.stalled_for(now);
+                    if stalled_for > self.cfg.stall_timeout {
+                        return Ended::Stalled { stalled_for };
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_event(
+        &mut self,
+        st: &mut State,
+        link: &Link,
+        limits: &Limits,
+        connected: &mut bool,
+        ev: Event,
+    ) -> Result<(), Ended> {
+        match ev {
+            Event::Incoming(Packet::ConnAck(_)) => {
+                *connected = true;
+                self.on_connack(st, &link.client, limits)?;
+            }
+            Event::Incoming(Packet::Publish(p)) => {
+                if p.topic == self.topics.command()
+                    && st.intake.handle(p.retain, &p.payload, Instant::now()) == Action::Rebirth
+                {
+                    self.publish_status(st, &link.client, "online", false);
+                }
+            }
+            ev => {
+                if self.track(st, &ev) {
+                    self.try_fill(st, &link.client, limits)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_connack(
+        &mut self,
+        st: &mut State,
+        client: &AsyncClient,
+        limits: &Limits,
+    ) -> Result<(), Ended> {
+        let now = Instant::now();
+        self.stats.connected.store(true, Relaxed);
+        self.stats.progress(now);
+        if self.stats.connects.fetch_add(1, Relaxed) > 0 {
+            self.stats.reconnects.fetch_add(1, Relaxed);
+        }
+        if let Some(n) = st.burst.ok() {
+            tracing::info!(suppressed = n, url = %self.cfg.url, "connected to the broker again");
+        } else {
+            tracing::info!(url = %self.cfg.url, "connected to the broker");
+        }
+        st.backoff.reset();
+        st.stall_log.ok();
+        // A new client: nothing of the previous connection is in flight. Start again from the cursors.
+        st.tracker.reset();
+        st.next = st.acked;
+        let paused = st.commands_paused_until.is_some_and(|t| now < t);
+        if !paused {
+            st.commands_paused_until = None;
+            let _ = client.try_subscribe(self.topics.command(), QoS::AtLeastOnce);
+        }
+        st.status_due = now + self.cfg.status_interval;
+        self.publish_status(st, client, "online", false);
+        let retained: Vec<(String, Vec<u8>)> = st
+            .retained
+            .iter()
+            .map(|(t, p)| (t.clone(), p.clone()))
+            .collect();
+        for (topic, payload) in retained {
+            if st.tracker.in_flight() >= limits.side_limit() {
+                break; // the rest is re-published by SPC's own refresh
+            }
+            if limits.fits(&topic, payload.len())
+                && client
+                    .try_publish(topic.clone(), QoS::AtLeastOnce, true, payload)
+                    .is_ok()
+            {
+                st.tracker.sent(None, MessageKey::Side(topic));
+            }
+        }
+        self.try_fill(st, client, limits)
+    }
+
+    /// Publishes the held side message; keeps it held when the client refuses it.
+    fn publish_held(&self, st: &mut State, client: &AsyncClient, limits: &Limits) {
+        let Some(side) = st.held.take() else { return };
+        if !limits.fits(&side.topic, side.payload.len()) {
+            self.stats.oversized_dropped.fetch_add(1, Relaxed);
+            tracing::error!(
+                topic = side.topic,
+                bytes = side.payload.len(),
+                "a side message is too large to publish; dropped"
+            );
+            st.retained.remove(&side.topic);
+            return;
+        }
+        let SidePublish {
+            topic,
+            payload,
+            retain,
+        } = side;
+        match client.try_publish(topic.clone(), QoS::AtLeastOnce, retain, payload.clone()) {
+            Ok(()) => st.tracker.sent(None, MessageKey::Side(topic)),
+            Err(_) => {
+                st.held = Some(SidePublish {
+                    topic,
+                    payload,
+                    retain,
+                })
+            }
+        }
+    }
+
+    /// [`Forwarder::fill`], keeping the forwarder alive through store errors (retried by the tick). A
+    /// publish the client refused ends the connection.
+    fn try_fill(
+        &mut self,
+        st: &mut State,
+        client: &AsyncClient,
+        limits: &Limits,
+    ) -> Result<(), Ended> {
+        match self.fill(st, client, limits) {
+            Ok(()) => {
+                st.fill_burst.ok();
+                Ok(())
+            }
+            Err(FillError::Store(e)) => {
+                if st.fill_burst.error() {
+                    tracing::warn!(error = %e, "cannot read from the store; retrying");
+                }
+                Ok(())
+            }
+            Err(FillError::Refused) => Err(Ended::Lost {
+                error: "the MQTT client refused a publish".into(),
+                established: false,
+                incoming_too_large: false,
+            }),
+        }
+    }
+
+    /// Publishes from `next` while the data window has room: events first (rare and urgent), then
+    /// readings. Reads the store synchronously: a fetch takes milliseconds.
+    fn fill(
+        &mut self,
+        st: &mut State,
+        client: &AsyncClient,
+        limits: &Limits,
+    ) -> Result<(), FillError> {
+        let committed: Committed = *self.committed.borrow_and_update();
+        loop {
+            let room = limits.window.saturating_sub(st.tracker.in_flight());
+            if room == 0 {
+                return Ok(());
+            }
+            if st.next.events < committed.events {
+                let events = self
+                    .reader
+                    .events_after(st.next.events, room)
+                    .map_err(FillError::Store)?;
+                let Some(last) = events.last().map(|e| e.seq) else {
+                    st.next.events = committed.events;
+                    continue;
+                };
+                let window = st
+                    .tracker
+                    .open_window(Stream::Events, last, events.len() as u32);
+                let topic = self.topics.alarms();
+                for e in &events {
+                    let payload = payload::encode_event(&self.agent_id, e);
+                    let key = MessageKey::Data {
+                        stream: Stream::Events,
+                        device: None,
+                        lo: e.seq,
+                        hi: e.seq,
+                    };
+                    if !limits.fits(&topic, payload.len()) {
+                        self.quarantine(st, key, "too_large", Some(payload.len()));
+                        self.skip(st, window);
+                        continue;
+                    }
+                    if st.quarantine.contains(&key) {
+                        self.skip(st, window);
+                        continue;
+                    }
+                    client
+                        .try_publish(topic.clone(), QoS::AtLeastOnce, false, payload)
+                        .map_err(|_| FillError::Refused)?;
+                    st.tracker.sent(Some(window), key);
+                    self.stats.messages_published.fetch_add(1, Relaxed);
+                }
+                st.next.events = last;
+                continue;
+            }
+            if st.next.readings < committed.readings {
+                let want = room
+                    .saturating_mul(self.cfg.max_readings_per_message)
+                    .min(MAX_FETCH);
+                let rows = self
+                    .reader
+                    .readings_after(st.next.readings, want)
+                    .map_err(FillError::Store)?;
+                if rows.is_empty() {
+                    st.next.readings = committed.readings;
+                    continue;
+                }
+                let mut packer = payload::Packer::new(
+                    &self.agent_id,
+                    self.cfg.max_readings_per_message,
+                    self.cfg.max_message_size as usize,
+                );
+                let mut hi = st.next.readings;
+                for r in &rows {
+                    if !packer.push(r, room) {
+                        break;
+                    }
+                    hi = r.seq;
+                }
+                let messages = packer.finish();
+                let window = st
+                    .tracker
+                    .open_window(Stream::Readings, hi, messages.len() as u32);
+                for m in messages {
+                    let topic = self.topics.data(&m.device);
+                    let key = MessageKey::Data {
+                        stream: Stream::Readings,
+                        device: Some(m.device.as_str().into()),
+                        lo: m.lo,
+                        hi: m.hi,
+                    };
+                    if !limits.fits(&topic, m.payload.len()) {
+                        self.quarantine(st, key, "too_large", Some(m.payload.len()));
+                        self.skip(st, window);
+                        continue;
+                    }
+                    if st.quarantine.contains(&key) {
+                        self.skip(st, window);
+                        continue;
+                    }
+                    client
+                        .try_publish(topic, QoS::AtLeastOnce, false, m.payload)
+                        .map_err(|_| FillError::Refused)?;
+                    st.tracker.sent(Some(window), key);
+                    self.stats.messages_published.fetch_add(1, Relaxed);
+                }
+                st.next.readings = hi;
+                continue;
+            }
+            return Ok(());
+        }
+    }
+
+    /// A message of `window` that is not published counts as delivered.
+    fn skip(&self, st: &mut State, window: super::tracker::WindowId) {
+        if let Some((stream, seq)) = st.tracker.skip(window) {
+            self.advance(st, stream, seq);
+        }
+    }
+}
