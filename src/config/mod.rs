@@ -11,6 +11,7 @@ mod hints;
 mod load;
 mod merge;
 mod sections;
+mod sparkplug;
 #[cfg(test)]
 mod test_support;
 mod types;

@@ -5,7 +5,14 @@ use super::hints::did_you_mean;
 use super::types::{AgentConfig, BrokerUrl, MqttConfig, StoreConfig, is_plain_name};
 
 /// The top-level sections a config may have.
-pub(super) const SECTIONS: &[&str] = &["agent", "store", "mqtt", "device", "characteristic"];
+pub(super) const SECTIONS: &[&str] = &[
+    "agent",
+    "store",
+    "mqtt",
+    "sparkplug",
+    "device",
+    "characteristic",
+];
 
 impl Checker<'_> {
     /// Reports every top-level key that is not a known section.

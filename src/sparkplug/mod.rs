@@ -9,6 +9,7 @@
 //! - [`node`]: the session state machine: births, DDATA, deaths, `seq`, rebirth requests.
 //! - [`host`]: the primary host's STATE.
 //! - [`spc`]: SPC side messages as metrics of the `spc` device.
+//! - [`uplink`]: the forwarder's Sparkplug seams (will, subscriptions, births, DDATA, commands).
 //!
 //! The module is pure protocol: the MQTT connection, the store cursor and acknowledgements stay in
 //! the forwarder.
@@ -21,6 +22,7 @@ pub mod node;
 pub mod proto;
 pub mod spc;
 pub mod topic;
+pub mod uplink;
 
 pub use bdseq::BdSeqFile;
 pub use catalog::{Catalog, TagSpec};

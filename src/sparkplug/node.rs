@@ -39,6 +39,9 @@ pub struct Message {
     /// `None` only for NDEATH.
     pub seq: Option<u8>,
     pub payload: Vec<u8>,
+    /// DDATA: the lowest and highest store seq of the readings it carries (0 for other messages).
+    pub lo: u64,
+    pub hi: u64,
 }
 
 /// Limits for packing readings into DDATA messages.
@@ -159,6 +162,8 @@ impl EdgeNode {
             device: None,
             seq: None,
             payload: payload.encode_to_vec(),
+            lo: 0,
+            hi: 0,
         }
     }
 
@@ -192,6 +197,8 @@ impl EdgeNode {
             device: device.cloned(),
             seq: Some(seq),
             payload: payload.encode_to_vec(),
+            lo: 0,
+            hi: 0,
         }
     }
 
@@ -422,6 +429,10 @@ impl EdgeNode {
             d.bytes += add;
             d.metrics += 1;
             d.payload.metrics.push(m);
+            if d.lo == 0 {
+                d.lo = r.seq;
+            }
+            d.hi = r.seq;
             // Births read the latest value; a birth placed before this reading carries the previous one.
             self.catalog.remember(
                 device,
@@ -437,7 +448,8 @@ impl EdgeNode {
         // Sequence numbers are taken in send order.
         for mut d in drafts {
             d.payload.timestamp = Some(millis(now));
-            let msg = self.seal(d.kind, Some(&d.device), d.payload);
+            let mut msg = self.seal(d.kind, Some(&d.device), d.payload);
+            (msg.lo, msg.hi) = (d.lo, d.hi);
             packed.messages.push(msg);
         }
         packed
@@ -490,6 +502,8 @@ struct Draft {
     payload: proto::Payload,
     metrics: usize,
     bytes: usize,
+    lo: u64,
+    hi: u64,
 }
 
 impl Draft {
@@ -503,6 +517,8 @@ impl Draft {
             },
             metrics: 0,
             bytes: 0,
+            lo: 0,
+            hi: 0,
         }
     }
 
@@ -514,6 +530,8 @@ impl Draft {
             metrics: 0,
             // Payload timestamp and seq.
             bytes: 16,
+            lo: 0,
+            hi: 0,
         }
     }
 }
