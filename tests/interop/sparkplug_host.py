@@ -20,6 +20,7 @@ generated protobuf classes, since pysparkplug's Metric does not carry them.
 import argparse
 import json
 import math
+import struct
 import sys
 import threading
 import time
@@ -111,6 +112,9 @@ class Decoder:
                 "is_historical": m.is_historical,
                 "is_null": m.is_null,
             }
+            if isinstance(m.value, float):
+                # The exact double, since JSON readers may round the last bit.
+                entry["value_bits"] = struct.unpack("<Q", struct.pack("<d", m.value))[0]
             if i < len(raw_pb.metrics) and raw_pb.metrics[i].HasField("properties"):
                 ps = raw_pb.metrics[i].properties
                 entry["properties"] = {k: prop_value(v) for k, v in zip(ps.keys, ps.values)}
@@ -139,7 +143,11 @@ def run_host(args):
     import paho.mqtt.client as mqtt
 
     dec = Decoder()
-    client = mqtt.Client(client_id=f"sparkplug-test-host-{time.time_ns()}", clean_session=True)
+    # --persistent: a fixed client id and a persistent session with QoS 1, so the broker keeps what
+    # arrives while this host is disconnected (a historian's setup; the tests' broker restarts).
+    client_id = args.client_id or f"sparkplug-test-host-{time.time_ns()}"
+    client = mqtt.Client(client_id=client_id, clean_session=not args.persistent)
+    qos = 1 if args.persistent else 0
     ready = threading.Event()
 
     def state(online):
@@ -152,7 +160,7 @@ def run_host(args):
         if rc != 0:
             emit({"event": "connect_failed", "rc": rc})
             return
-        c.subscribe([(f"spBv1.0/{args.group}/#", 0), ("spBv1.0/STATE/#", 1)])
+        c.subscribe([(f"spBv1.0/{args.group}/#", qos), ("spBv1.0/STATE/#", 1)])
 
     def on_subscribe(c, *_):
         if args.host_id:
@@ -169,6 +177,7 @@ def run_host(args):
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message
+    client.reconnect_delay_set(min_delay=0.1, max_delay=1)
     client.connect("127.0.0.1", args.port, keepalive=30)
     client.loop_start()
     for line in sys.stdin:
@@ -210,6 +219,8 @@ def main():
     ap.add_argument("--port", type=int)
     ap.add_argument("--group", default="+")
     ap.add_argument("--host-id")
+    ap.add_argument("--client-id")
+    ap.add_argument("--persistent", action="store_true")
     args = ap.parse_args()
     if args.mode == "decode":
         run_decode()

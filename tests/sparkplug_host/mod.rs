@@ -58,11 +58,25 @@ impl Host {
     /// Connects to the broker on 127.0.0.1:`port`, subscribed to the group; with `host_id`, announces
     /// itself online as that primary host. Returns once subscribed.
     pub async fn start(port: u16, group: &str, host_id: Option<&str>) -> Host {
+        Self::start_with(port, group, host_id, None).await
+    }
+
+    /// With `persistent_id`, a persistent session under that client id (QoS 1): the broker keeps what
+    /// arrives while the host is disconnected, as a historian would configure it.
+    pub async fn start_with(
+        port: u16,
+        group: &str,
+        host_id: Option<&str>,
+        persistent_id: Option<&str>,
+    ) -> Host {
         let mut cmd = Command::new(python());
         cmd.arg(script())
             .args(["host", "--port", &port.to_string(), "--group", group]);
         if let Some(h) = host_id {
             cmd.args(["--host-id", h]);
+        }
+        if let Some(id) = persistent_id {
+            cmd.args(["--client-id", id, "--persistent"]);
         }
         let mut child = cmd
             .stdin(Stdio::piped())
