@@ -9,6 +9,7 @@ pub mod config;
 pub mod forward;
 pub mod logging;
 pub mod metrics;
+pub mod sparkplug;
 pub mod spc;
 pub mod station;
 pub mod store;

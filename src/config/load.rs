@@ -12,7 +12,9 @@ use super::checker::Checker;
 use super::error::{ConfigError, ConfigErrors};
 use super::merge::{self, Source};
 use super::read;
-use super::types::{AgentConfig, Config, MqttConfig, SpcConfig, StoreConfig};
+use super::types::{
+    AgentConfig, Config, MqttConfig, SparkplugConfig, SparkplugTag, SpcConfig, StoreConfig,
+};
 
 /// Reads and validates a config file and the `conf.d/*.toml` files next to it (merged in name order).
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -94,6 +96,7 @@ fn load_sources(
     {
         cx.push("station.tls_cert", "tls_cert and tls_key go together");
     }
+    let sparkplug: Option<SparkplugConfig> = cx.section(&root, "sparkplug", false);
     if let Some(agent) = &agent {
         cx.check_agent(agent);
     }
@@ -105,10 +108,14 @@ fn load_sources(
     }
     let devices = cx.devices(&root);
     let characteristics = cx.characteristics(&root, &devices);
+    if let Some(mqtt) = &mqtt {
+        let names: Vec<String> = devices.iter().map(|d| d.name().to_string()).collect();
+        cx.check_sparkplug(mqtt, sparkplug.as_ref(), &names);
+    }
 
     // A missing required section has been reported, so both are present whenever there is no error;
     // the check stays an error path rather than a panic.
-    let (true, Some(mut agent), Some(mqtt)) = (cx.errors.is_empty(), agent, mqtt) else {
+    let (true, Some(mut agent), Some(mut mqtt)) = (cx.errors.is_empty(), agent, mqtt) else {
         if cx.errors.is_empty() {
             cx.push("", "the [agent] and [mqtt] sections are required");
         }
@@ -129,6 +136,22 @@ fn load_sources(
     let mut station = station.unwrap_or_default();
     station.users_file = resolve(&agent.state_dir, &station.users_file);
     let device_tables = device_tables(&root);
+    mqtt.sparkplug = sparkplug.map(|mut sp| {
+        sp.edge_node_id.get_or_insert_with(|| agent.id.clone());
+        sp.state_dir = agent.state_dir.clone();
+        sp.tags = devices
+            .iter()
+            .flat_map(|d| {
+                d.tags().into_iter().map(|t| SparkplugTag {
+                    device: d.name().to_string(),
+                    tag: t.name,
+                    unit: t.unit,
+                    numeric: t.numeric,
+                })
+            })
+            .collect();
+        sp
+    });
     Ok(Config {
         source: path.to_path_buf(),
         hash: hash(&sources),

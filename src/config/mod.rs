@@ -15,6 +15,7 @@ pub mod ranges;
 mod read;
 mod referenced;
 mod sections;
+mod sparkplug;
 #[cfg(test)]
 mod test_support;
 mod types;

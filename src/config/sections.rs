@@ -12,6 +12,7 @@ pub(super) const SECTIONS: &[&str] = &[
     "agent",
     "store",
     "mqtt",
+    "sparkplug",
     "device",
     "characteristic",
     "spc",

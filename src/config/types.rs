@@ -227,6 +227,13 @@ pub struct MqttConfig {
     /// Run an in-process broker (rumqttd) on the url's port: for the demo and trials only.
     #[serde(default)]
     pub embedded_broker: bool,
+    /// Payload format of the data stream: lineside's JSON, or Sparkplug B (then `[sparkplug]`).
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// The `[sparkplug]` section, placed here by the loader (with the devices' tags and the state
+    /// directory) so a change restarts the forwarder like any MQTT setting.
+    #[serde(skip)]
+    pub sparkplug: Option<SparkplugConfig>,
 }
 
 fn default_prefix() -> String {
@@ -258,6 +265,53 @@ fn default_max_command_size() -> u64 {
 }
 fn default_status_interval() -> Duration {
     Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    #[default]
+    Json,
+    Sparkplug,
+}
+
+/// `[sparkplug]`: the Sparkplug B edge node (used when `mqtt.encoding = "sparkplug"`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparkplugConfig {
+    pub group_id: String,
+    /// Defaults to the agent id.
+    pub edge_node_id: Option<String>,
+    /// Publish births and data only while this host application's STATE says it is online.
+    pub primary_host_id: Option<String>,
+    /// Rebirth requests closer together than this are served once, when it has passed.
+    #[serde(default = "default_rebirth_min", deserialize_with = "duration")]
+    pub rebirth_min_interval: Duration,
+    /// The device id under which SPC state is published.
+    #[serde(default = "default_spc_device")]
+    pub spc_device: String,
+    /// Every configured tag, for the device births (filled by the loader).
+    #[serde(skip)]
+    pub tags: Vec<SparkplugTag>,
+    /// Where the bdSeq file lives (the agent's state directory; filled by the loader).
+    #[serde(skip)]
+    pub state_dir: PathBuf,
+}
+
+/// A configured tag as the Sparkplug births announce it before its first value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparkplugTag {
+    pub device: String,
+    pub tag: String,
+    pub unit: Option<String>,
+    pub numeric: bool,
+}
+
+fn default_rebirth_min() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_spc_device() -> String {
+    "spc".into()
 }
 
 /// A reading of one device, written "device/tag" in the config.

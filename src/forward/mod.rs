@@ -19,6 +19,7 @@ mod options;
 mod payload;
 mod quarantine;
 mod session;
+mod sparkplug;
 pub mod stats;
 mod tls;
 mod tracker;
@@ -97,6 +98,8 @@ struct State {
     status_pending: bool,
     incoming_strikes: u32,
     commands_paused_until: Option<Instant>,
+    /// The Sparkplug edge node, with `mqtt.encoding = "sparkplug"` (see `crate::sparkplug::uplink`).
+    sparkplug: Option<crate::sparkplug::uplink::Uplink>,
 }
 
 impl Forwarder {
@@ -134,11 +137,20 @@ impl Forwarder {
             status_pending: false,
             incoming_strikes: 0,
             commands_paused_until: None,
+            sparkplug: self.sparkplug_uplink()?,
         };
         loop {
-            let mut link = Link::open(opts.clone(), limits.total + 64);
+            let mut conn_opts = opts.clone();
+            if let Some(sp) = st.sparkplug.as_mut() {
+                // Each connection registers an NDEATH with the next bdSeq as its will.
+                sp.prepare_connect(&mut conn_opts);
+            }
+            let mut link = Link::open(conn_opts, limits.total + 64);
             let ended = self.serve(&mut st, &mut link, &limits, &shutdown).await;
             self.stats.connected.store(false, Relaxed);
+            if let Some(sp) = st.sparkplug.as_mut() {
+                sp.disconnected();
+            }
             let delay = match ended {
                 Ended::Shutdown { connected } => {
                     if connected {
@@ -159,6 +171,13 @@ impl Forwarder {
                     link.close().await;
                     self.lost(&mut st, error, established, incoming_too_large);
                     st.backoff.next_delay()
+                }
+                Ended::HostOffline => {
+                    // Sparkplug: the primary host went offline; the NDEATH is out. Reconnect and wait
+                    // for its STATE (data stays in the store meanwhile).
+                    link.close().await;
+                    st.tracker.reset();
+                    self.cfg.reconnect_min
                 }
                 Ended::Stalled { stalled_for } => {
                     link.close().await;
@@ -183,6 +202,22 @@ impl Forwarder {
         }
         self.stats.stopped();
         Ok(())
+    }
+
+    /// The Sparkplug edge node when the data stream is to be Sparkplug B.
+    fn sparkplug_uplink(&self) -> Result<Option<crate::sparkplug::uplink::Uplink>> {
+        if self.cfg.encoding != crate::config::Encoding::Sparkplug {
+            return Ok(None);
+        }
+        let sp = self.cfg.sparkplug.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("mqtt.encoding = \"sparkplug\" needs a [sparkplug] section")
+        })?;
+        let base = format!("{}/{}", self.cfg.topic_prefix, self.agent_id);
+        Ok(Some(crate::sparkplug::uplink::Uplink::new(
+            sp,
+            &self.agent_id,
+            &base,
+        )?))
     }
 
     /// The connection ended with an error: count it, log it once per burst, and give the message that
@@ -284,6 +319,22 @@ impl Forwarder {
     /// At shutdown: say offline, wait briefly for the acknowledgements still due (so the cursor is
     /// current), then disconnect cleanly.
     async fn drain_and_disconnect(&mut self, st: &mut State, link: &mut Link) {
+        if let Some(sp) = st.sparkplug.as_mut() {
+            // Sparkplug: an NDEATH before the DISCONNECT (which suppresses the will).
+            let death = sp.death();
+            if link
+                .client
+                .try_publish(
+                    death.topic.clone(),
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    death.payload,
+                )
+                .is_ok()
+            {
+                st.tracker.sent(None, MessageKey::Side(death.topic));
+            }
+        }
         self.publish_status(st, &link.client, "offline", true);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
         while st.tracker.in_flight() > 0 {
@@ -353,6 +404,11 @@ impl Forwarder {
         state: &str,
         force: bool,
     ) {
+        if st.sparkplug.is_some() {
+            // Sparkplug: the node's state is its NBIRTH/NDEATH and node metrics; the JSON status
+            // topic (whose will is replaced by the NDEATH) is not used.
+            return;
+        }
         let limits = Limits::new(&self.cfg);
         if !force && st.tracker.in_flight() >= limits.total {
             st.status_pending = true;

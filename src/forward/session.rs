@@ -37,9 +37,11 @@ pub enum Ended {
     Stalled {
         stalled_for: Duration,
     },
+    /// Sparkplug: the primary host went offline (NDEATH published); start over.
+    HostOffline,
 }
 
-enum FillError {
+pub(super) enum FillError {
     Store(rusqlite::Error),
     /// The client's request channel refused a publish (its polling task ended, or the window
     /// bookkeeping is off): the connection is rebuilt.
@@ -107,6 +109,9 @@ impl Forwarder {
                             st.retained.insert(side.topic.clone(), side.payload.clone());
                         }
                     }
+                    if let Err(e) = self.sparkplug_side(st, &link.client, limits, &side) {
+                        return e;
+                    }
                     st.held = Some(side);
                     self.publish_held(st, &link.client, limits);
                 }
@@ -121,13 +126,19 @@ impl Forwarder {
                         return e;
                     }
                     let rebirth = st.intake.tick(now) == Action::Rebirth;
-                    if rebirth || st.status_pending || now >= st.status_due {
+                    let status_due = rebirth || st.status_pending || now >= st.status_due;
+                    if status_due {
                         st.status_due = now + self.cfg.status_interval;
                         self.publish_status(st, &link.client, "online", false);
                     }
+                    if let Err(e) = self.sparkplug_tick(st, &link.client, limits, status_due, now) {
+                        return e;
+                    }
                     let head = *self.committed.borrow();
+                    // Sparkplug readings held for an offline primary host are not waiting on the broker.
+                    let sending_readings = st.sparkplug.as_ref().is_none_or(|sp| sp.born());
                     let busy = st.tracker.in_flight() > 0
-                        || st.acked.readings < head.readings
+                        || (sending_readings && st.acked.readings < head.readings)
                         || st.acked.events < head.events;
                     self.stats.set_busy(busy);
                     if !busy {
@@ -154,6 +165,12 @@ impl Forwarder {
             Event::Incoming(Packet::ConnAck(_)) => {
                 *connected = true;
                 self.on_connack(st, &link.client, limits)?;
+            }
+            Event::Incoming(Packet::Publish(p))
+                if st.sparkplug.is_some()
+                    && p.topic.starts_with(crate::sparkplug::topic::NAMESPACE) =>
+            {
+                self.sparkplug_incoming(st, &link.client, limits, &p.topic, &p.payload)?;
             }
             Event::Incoming(Packet::Publish(p)) => {
                 if p.topic == self.topics.command()
@@ -200,6 +217,7 @@ impl Forwarder {
         }
         st.status_due = now + self.cfg.status_interval;
         self.publish_status(st, client, "online", false);
+        self.sparkplug_connected(st, client, limits)?;
         let retained: Vec<(String, Vec<u8>)> = st
             .retained
             .iter()
@@ -252,7 +270,7 @@ impl Forwarder {
 
     /// [`Forwarder::fill`], keeping the forwarder alive through store errors (retried by the tick). A
     /// publish the client refused ends the connection.
-    fn try_fill(
+    pub(super) fn try_fill(
         &mut self,
         st: &mut State,
         client: &AsyncClient,
@@ -332,6 +350,9 @@ impl Forwarder {
                 st.next.events = last;
                 continue;
             }
+            if st.next.readings < committed.readings && st.sparkplug.is_some() {
+                return self.fill_sparkplug(st, client, limits, room, committed.readings);
+            }
             if st.next.readings < committed.readings {
                 let want = room
                     .saturating_mul(self.cfg.max_readings_per_message)
@@ -392,7 +413,7 @@ impl Forwarder {
     }
 
     /// A message of `window` that is not published counts as delivered.
-    fn skip(&self, st: &mut State, window: super::tracker::WindowId) {
+    pub(super) fn skip(&self, st: &mut State, window: super::tracker::WindowId) {
         if let Some((stream, seq)) = st.tracker.skip(window) {
             self.advance(st, stream, seq);
         }

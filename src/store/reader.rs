@@ -264,6 +264,21 @@ impl StoreReader {
         Ok(out)
     }
 
+    /// The newest reading of each tag among the `window` readings ending at seq `upto` (what a
+    /// Sparkplug birth announces as current values). Bounded so a birth never scans the whole table:
+    /// a tag silent for longer than the window is announced without a value.
+    pub fn latest_per_tag(
+        &mut self,
+        upto: u64,
+        window: u64,
+    ) -> rusqlite::Result<Vec<StoredReading>> {
+        self.readings_where(
+            "seq IN (SELECT MAX(seq) FROM readings WHERE seq > ?1 AND seq <= ?2 GROUP BY tag_id) \
+             ORDER BY seq",
+            rusqlite::params![upto.saturating_sub(window) as i64, upto as i64],
+        )
+    }
+
     fn readings_where(
         &mut self,
         clause: &str,

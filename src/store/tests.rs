@@ -705,3 +705,32 @@ async fn sixty_four_bit_integers_round_trip_exactly() {
     let want: Vec<Option<Value>> = values.into_iter().map(Some).collect();
     assert_eq!(back, want);
 }
+
+#[tokio::test]
+async fn latest_per_tag_is_bounded_by_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&cfg(dir.path()), 16).unwrap();
+    let sink = store.sink();
+    // seq 1..=6: a, b, a, c, a, b
+    let batch = ["a", "b", "a", "c", "a", "b"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| reading(t, i as f64 + 1.0))
+        .collect();
+    sink.send(batch).await.unwrap();
+    store.flush().await.unwrap();
+    let mut reader = store.reader().unwrap();
+    let latest = reader.latest_per_tag(6, 100).unwrap();
+    let got: Vec<(u64, &str)> = latest.iter().map(|r| (r.seq, &*r.reading.tag)).collect();
+    assert_eq!(got, [(4, "c"), (5, "a"), (6, "b")]);
+    let upto5 = reader.latest_per_tag(5, 100).unwrap();
+    assert_eq!(upto5.iter().map(|r| r.seq).collect::<Vec<_>>(), [2, 4, 5]);
+    let recent = reader.latest_per_tag(6, 2).unwrap();
+    assert_eq!(
+        recent.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [5, 6],
+        "c is older than the window"
+    );
+    drop(sink);
+    store.close();
+}
