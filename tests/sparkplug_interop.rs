@@ -309,12 +309,14 @@ fn every_message_type_decodes_and_values_round_trip() {
             None => Json::Null,
             Some(Value::F64(x)) => json!(x),
             Some(Value::I64(x)) => json!(x),
+            Some(Value::U64(x)) => json!(x),
             Some(Value::Bool(b)) => json!(b),
             Some(Value::Str(s)) => json!(&**s),
         };
         assert_eq!(m["value"], expected, "value of reading {}", r.seq);
         let dt = match &rd.value {
             Some(Value::I64(_)) => "INT64",
+            Some(Value::U64(_)) => "UINT64",
             Some(Value::Bool(_)) => "BOOLEAN",
             Some(Value::Str(_)) => "STRING",
             _ => "DOUBLE",

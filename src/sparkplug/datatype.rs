@@ -66,6 +66,7 @@ impl DataType {
         match v {
             Value::F64(_) => DataType::Double,
             Value::I64(_) => DataType::Int64,
+            Value::U64(_) => DataType::UInt64,
             Value::Bool(_) => DataType::Boolean,
             Value::Str(_) => DataType::String,
         }
@@ -86,6 +87,7 @@ pub fn encode(dt: DataType, v: &Value) -> Option<metric::Value> {
         }
         (DataType::Int64, Value::I64(i)) => M::LongValue(*i as u64),
         (DataType::UInt64, Value::I64(i)) if *i >= 0 => M::LongValue(*i as u64),
+        (DataType::UInt64, Value::U64(u)) => M::LongValue(*u),
         (DataType::Boolean, Value::Bool(b)) => M::BooleanValue(*b),
         (DataType::String | DataType::Text, Value::Str(s)) => M::StringValue(s.to_string()),
         _ => return None,
@@ -103,9 +105,8 @@ pub fn decode(dt: DataType, v: &metric::Value) -> Option<Value> {
             Value::I64(*x as i64)
         }
         (DataType::Int64, M::LongValue(x)) => Value::I64(*x as i64),
-        (DataType::UInt64 | DataType::DateTime, M::LongValue(x)) => {
-            Value::I64(i64::try_from(*x).ok()?)
-        }
+        (DataType::UInt64, M::LongValue(x)) => Value::from_u64(*x),
+        (DataType::DateTime, M::LongValue(x)) => Value::I64(i64::try_from(*x).ok()?),
         (DataType::Float, M::FloatValue(x)) => Value::F64(*x as f64),
         (DataType::Double, M::DoubleValue(x)) => Value::F64(*x),
         (DataType::Boolean, M::BooleanValue(b)) => Value::Bool(*b),

@@ -834,9 +834,10 @@ async fn a_burst_of_bad_commands_is_answered_only_up_to_a_bound() {
     let huge = "y".repeat(140_000);
     for i in 0..30 {
         run.commands
-            .send(Command {
+            .try_send(Command {
                 body: json!({"cmd": "ack", "characteristic": "od", "episode": "all", "by": "x", "id": format!("{i}{huge}")}),
-                via: "mqtt".into(),
+                via: crate::bus::Via::Mqtt,
+                received: chrono::Utc::now(),
             })
             .unwrap();
     }
