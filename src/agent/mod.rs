@@ -180,6 +180,8 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
                 Err("not responding".to_string())
             }
         });
+        // More checks plug in here with one line each, e.g. forwarder progress:
+        // health.add("forwarder", move || stats.healthy(now)).
         tokio::spawn(systemd::watchdog(health.clone(), aux_stop.clone()));
     }
     let spc_stop = CancellationToken::new();
@@ -196,7 +198,6 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
         metrics,
         metrics_server,
         supervisor: supervisor.clone(),
-        health,
     };
     let mut died = None;
     loop {
@@ -258,9 +259,6 @@ struct Agent {
     metrics: Metrics,
     metrics_server: Option<MetricsServer>,
     supervisor: Supervisor,
-    /// The watchdog's checks; add one with `agent.health.add(name, check)`.
-    #[allow(dead_code)]
-    health: Health,
 }
 
 struct MetricsServer {
@@ -276,7 +274,25 @@ impl Agent {
             tokio::task::spawn_blocking(move || crate::config::load(&path)).await
         };
         let cfg = match loaded {
-            Ok(Ok(cfg)) => cfg,
+            Ok(Ok(cfg)) => match validate_for_run(&cfg) {
+                Ok(()) => cfg,
+                Err(problems) => {
+                    let errors = crate::config::ConfigErrors(
+                        problems
+                            .into_iter()
+                            .map(|message| crate::config::ConfigError {
+                                file: path.to_path_buf(),
+                                line: 0,
+                                column: 0,
+                                key: String::new(),
+                                message,
+                            })
+                            .collect(),
+                    );
+                    tracing::error!(%errors, "config reload rejected: the running config stays");
+                    return Err(ReloadError::Invalid(errors));
+                }
+            },
             Ok(Err(errors)) => {
                 for e in &errors.0 {
                     tracing::error!("{e}");
@@ -293,6 +309,9 @@ impl Agent {
                 return Err(ReloadError::Stopped);
             }
         };
+        for w in &cfg.warnings {
+            tracing::warn!("{w}");
+        }
         let Config {
             devices,
             characteristics,
