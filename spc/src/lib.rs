@@ -32,7 +32,7 @@
 //! points = 8
 //! severity = "warning"
 //! # chart = "ewma":  ewma = { lambda = 0.2, l = 3.0 }
-//! # chart = "cusum": cusum = { k = 0.5, h = 5.0, head_start = 2.5 }
+//! # chart = "cusum": cusum = { k = 0.5, h = 5.0, head_start = 2.5, reset_after_signal = false }
 //! # chart = "p"/"u": sample_size = 50, or sample_size_source = "line/inspected"
 //! ```
 //!
@@ -87,6 +87,9 @@
 //!
 //! All outputs are `Serialize` (`Output` is tagged by `"type"`); [`Context`] serializes as a map
 //! of key to value.
+//!
+//! [`rule_text`] gives a rule's wording in English and Chinese (with its configured K, from
+//! [`CharacteristicSpec::rule_points`]) for alarms an operator reads.
 //!
 //! # Requests
 //!

@@ -189,3 +189,71 @@ fn the_shipped_configs_have_valid_characteristics() {
         assert!(!cfg.characteristics.is_empty(), "{file} shows SPC");
     }
 }
+
+#[test]
+fn alarm_keys_and_the_spc_section() {
+    let ok = load_str(
+        Path::new("t.toml"),
+        &format!(
+            "{HEAD}{}",
+            r#"
+[[characteristic]]
+name = "bore"
+source = "gauge/od"
+chart = "i-mr"
+resolution = 0.001
+return_to_normal = 5
+max_alarms_per_10min = 2
+reaction_plan = ["Stop", "Measure"]
+reaction_plan_rule."nelson-2" = ["Check the tool"]
+reaction_plan_rule."out-of-spec" = ["Red box"]
+[spc]
+max_alarms_per_10min = 8
+causes = ["tool-wear"]
+[spc.allow]
+ack = ["alice"]
+out-of-service = ["qe"]
+"#
+        ),
+    )
+    .unwrap();
+    let a = &ok.characteristics[0].alarm;
+    assert_eq!(
+        (a.resolution, a.return_to_normal, a.max_alarms_per_10min),
+        (Some(0.001), 5, 2)
+    );
+    assert_eq!(a.reaction_plan_rule["nelson-2"], ["Check the tool"]);
+    assert_eq!(ok.spc.max_alarms_per_10min, 8);
+    assert_eq!(ok.spc.allow.ack, Some(vec!["alice".to_string()]));
+    assert_eq!(ok.spc.allow.out_of_service, Some(vec!["qe".to_string()]));
+    assert_eq!(ok.spc.max_shelve, Duration::from_secs(8 * 3600));
+
+    let bad = located(
+        r#"
+[[characteristic]]
+name = "bore"
+source = "gauge/od"
+chart = "i-mr"
+resolution = -1.0
+return_to_normal = 0
+reaction_plan_rule."nelson-9" = ["x"]
+[spc]
+max_shelve = "30d"
+[spc.allow]
+akc = ["alice"]
+"#,
+    );
+    let keys: Vec<&str> = bad.iter().map(|(_, k, _)| k.as_str()).collect();
+    for key in [
+        "characteristic[0].resolution",
+        "characteristic[0].return_to_normal",
+        "characteristic[0].reaction_plan_rule.nelson-9",
+    ] {
+        assert!(keys.contains(&key), "{key} in {bad:?}");
+    }
+    assert!(
+        bad.iter()
+            .any(|(_, k, m)| k.starts_with("spc") && m.contains("akc")),
+        "{bad:?}"
+    );
+}

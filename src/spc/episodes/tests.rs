@@ -1,6 +1,6 @@
 //! Episodes driven by the real engine: I-MR with fixed limits (centre 10, σ 1), Nelson rules.
 
-use lineside_spc::{Characteristic, CharacteristicSpec, Observation, Output};
+use lineside_spc::{Characteristic, CharacteristicSpec, Observation, Output, Rule};
 
 use super::*;
 

@@ -54,6 +54,13 @@ impl SpcKpis {
         })
     }
 
+    /// Prometheus text (for tests and tools).
+    pub fn prometheus_text(&self) -> String {
+        let mut out = String::new();
+        self.prometheus(&mut out);
+        out
+    }
+
     /// Prometheus text lines.
     pub fn prometheus(&self, out: &mut String) {
         let mut line = |name: &str, help: &str, kind: &str, value: String| {

@@ -225,11 +225,13 @@ struct Running {
     commands: CommandSender,
     seen: Vec<SidePublish>,
     control: SpcControl,
+    kpis: Arc<SpcKpis>,
 }
 
 fn start(cfg: Config, store: &Arc<Store>, dir: &std::path::Path) -> Running {
     let h = harness(cfg, store, dir);
     let control = h.spc.control();
+    let kpis = h.spc.kpis();
     let stop = CancellationToken::new();
     let task = tokio::spawn(h.spc.run(stop.clone()));
     Running {
@@ -239,6 +241,7 @@ fn start(cfg: Config, store: &Arc<Store>, dir: &std::path::Path) -> Running {
         commands: h.commands,
         seen: Vec::new(),
         control,
+        kpis,
     }
 }
 
@@ -751,6 +754,22 @@ async fn acknowledgement_shelving_and_the_allow_list_over_commands() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The KPIs (refreshed every second).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let k = run.kpis.json();
+    assert_eq!(k["raised_total"], 1, "{k}");
+    assert_eq!(k["raised_last_10min"], 1, "{k}");
+    assert_eq!(k["standing"], 1, "{k}");
+    assert_eq!(k["acknowledged_total"], 1, "{k}");
+    assert!(
+        k["mean_time_to_ack_s"].as_f64().is_some_and(|s| s >= 0.0),
+        "{k}"
+    );
+    assert!(
+        run.kpis
+            .prometheus_text()
+            .contains("lineside_spc_alarms_raised_total 1")
+    );
     run.stop().await;
     let rejected = events(&store, "agent.command_rejected");
     assert_eq!(rejected.len(), 2, "{rejected:?}");
