@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::bus::Topics;
-pub use payload::encode_reading;
+pub use payload::{DataMessage, Packer, encode_reading};
 pub use stats::{ForwarderStats, Progress};
 
 use crate::bus::{CommandSender, SidePublish};
