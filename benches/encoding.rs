@@ -92,7 +92,7 @@ fn json(rows: &[StoredReading], per_message: usize) -> Figures {
     let cpu0 = cpu_time();
     let (mut messages, mut payload, mut wire) = (0, 0, 0);
     for chunk in rows.chunks(20_000) {
-        let mut packer = Packer::new("gw-1", per_message, 256 * 1024);
+        let mut packer = Packer::new("gw-1", "00000000000000e1", per_message, 256 * 1024);
         for r in chunk {
             assert!(packer.push(r, usize::MAX));
         }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use chrono::Utc;
+use lineside_drivers::{Reading, Value};
 
 use super::{cfg, reading};
 use crate::config::StoreConfig;
