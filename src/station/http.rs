@@ -489,7 +489,7 @@ fn submit(shared: &Shared, s: &Session, peer: SocketAddr, cmd: Value) -> Respons
     let mut cmd = cmd;
     cmd["id"] = id.clone().into();
     tracing::info!(user = %s.user, role = s.role.as_str(), client = %peer, command = %cmd, "station command");
-    match super::submit_command(&shared.commands, cmd) {
+    match super::submit_command(&shared.commands, &s.user, cmd) {
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({"ok": true, "id": id}))).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
     }

@@ -93,12 +93,16 @@ impl Station {
     }
 }
 
-/// Hands a command to SPC, as the MQTT command topic does. (One function, so a change of the command
-/// path or its envelope is a change here.)
+/// Hands a command of the logged-in `user` to SPC on the channel the MQTT command topic feeds. (One
+/// function, so a change of the command path or its envelope is a change here: SPC-SCHEMA.md's
+/// `crate::spc::station_command(user, body)`, which also marks it `via = "station"`, replaces the
+/// body below once it exists; until then `by` is set by the payload builders.)
 pub fn submit_command(
     commands: &mpsc::UnboundedSender<Command>,
-    body: Value,
+    user: &str,
+    mut body: Value,
 ) -> Result<(), String> {
+    body["by"] = user.into();
     commands
         .send(Command { body })
         .map_err(|_| "SPC is not running".to_string())
