@@ -118,14 +118,18 @@ fn main() {
         client.subscribe("lineside/load/data/#", QoS::AtLeastOnce).await.unwrap();
         let d = delivered.clone();
         tokio::spawn(async move {
-            let mut max_seq = 0u64;
+            // Unique readings by seq (delivery is at-least-once).
+            let mut seen: Vec<bool> = Vec::new();
             while let Ok(ev) = eventloop.poll().await {
                 if let Event::Incoming(Packet::Publish(p)) = ev {
                     let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
                     for r in v["readings"].as_array().into_iter().flatten() {
-                        let seq = r["seq"].as_u64().unwrap_or(0);
-                        if seq > max_seq {
-                            max_seq = seq;
+                        let seq = r["seq"].as_u64().unwrap_or(0) as usize;
+                        if seen.len() <= seq {
+                            seen.resize(seq + 1, false);
+                        }
+                        if !seen[seq] {
+                            seen[seq] = true;
                             d.fetch_add(1, Relaxed);
                         }
                     }

@@ -216,3 +216,66 @@ async fn over_tls_the_session_cookie_is_secure() {
     }
     stop.cancel();
 }
+
+/// GET of a JSON document from the station.
+async fn get_json(port: u16, path: &str) -> serde_json::Value {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    let (_, body) = resp.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str(body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_the_chart_opens_with_its_history_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let text = config(dir.path(), port, "");
+    let (stop, task) = spawn_agent(load(&text, dir.path()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let stored = db_max_seq(&dir.path().join("lineside.db"));
+    assert!(stored >= 20, "{stored} readings stored");
+
+    // Same store, a new agent: the points marked `history` were charted from the stored readings.
+    let port = free_port();
+    let (stop, _t) = spawn_agent(load(&config(dir.path(), port, ""), dir.path()));
+    check_history(port, stored).await;
+    stop.cancel();
+}
+
+async fn check_history(port: u16, stored: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let snap = get_json(port, "/api/ch/d").await;
+    let charts = snap["charts"].as_array().unwrap();
+    let i = charts
+        .iter()
+        .find(|c| c["chart"] == "i")
+        .expect("the I chart");
+    let history: Vec<&serde_json::Value> = i["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["history"] == true)
+        .collect();
+    assert!(history.len() >= 20, "{} history points", history.len());
+    assert!(history.len() as u64 <= stored);
+    let p = history.last().unwrap();
+    assert_eq!(
+        p["limits"]["centre"], 1.0,
+        "charted with the configured limits: {p}"
+    );
+    assert_eq!(p["phase"], "monitoring");
+    assert!(
+        snap["values"].as_array().unwrap().len() >= 20,
+        "the histogram's values"
+    );
+}

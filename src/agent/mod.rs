@@ -180,8 +180,10 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
                 Err("not responding".to_string())
             }
         });
-        // More checks plug in here with one line each, e.g. forwarder progress:
-        // health.add("forwarder", move || stats.healthy(now)).
+        // Forwarder progress: its event-loop task beats, and acknowledgements keep coming while there
+        // is a backlog and the link claims to be up (see `ForwarderStats::healthy`).
+        let forwarder = metrics.forwarder.clone();
+        health.add("forwarder", move || forwarder.healthy(std::time::Instant::now()));
         tokio::spawn(systemd::watchdog(health.clone(), aux_stop.clone()));
     }
     let spc_stop = CancellationToken::new();
