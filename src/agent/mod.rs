@@ -183,7 +183,9 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
         // Forwarder progress: its event-loop task beats, and acknowledgements keep coming while there
         // is a backlog and the link claims to be up (see `ForwarderStats::healthy`).
         let forwarder = metrics.forwarder.clone();
-        health.add("forwarder", move || forwarder.healthy(std::time::Instant::now()));
+        health.add("forwarder", move || {
+            forwarder.healthy(std::time::Instant::now())
+        });
         tokio::spawn(systemd::watchdog(health.clone(), aux_stop.clone()));
     }
     let spc_stop = CancellationToken::new();
