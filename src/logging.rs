@@ -9,13 +9,17 @@ type SetFilter = Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String>
 static SET_FILTER: OnceLock<SetFilter> = OnceLock::new();
 
 /// The filter for a configured level: the embedded broker logs every connection at info, so it is kept
-/// to warnings unless the level names it.
+/// to warnings unless the level names it. The OPC UA client library warns "Endpoint config contains no
+/// endpoints" on every connect (its config check; lineside picks endpoints itself): its config module is
+/// kept to errors unless the level names it.
 fn filter_for(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
-    let directives = if level.contains("rumqttd") {
-        level.to_string()
-    } else {
-        format!("{level},rumqttd=warn")
-    };
+    let mut directives = level.to_string();
+    if !level.contains("rumqttd") {
+        directives.push_str(",rumqttd=warn");
+    }
+    if !level.contains("opcua_client") {
+        directives.push_str(",opcua_client::config=error");
+    }
     tracing_subscriber::EnvFilter::try_new(directives).map_err(|e| e.to_string())
 }
 

@@ -236,6 +236,7 @@ impl Metrics {
                 "errors": d.errors.load(Relaxed),
                 "reconnects": d.reconnects.load(Relaxed),
                 "last_error": d.last_error(),
+                "notes": d.notes(),
             })).collect::<Vec<_>>(),
         })
     }

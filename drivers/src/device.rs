@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::reading::Reading;
+use crate::report::BadReports;
 
 pub type DeviceFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
@@ -52,8 +53,10 @@ pub struct DeviceContext {
 
 impl DeviceContext {
     /// Hands a batch to the store (waits when the store is behind: back-pressure, not loss) and counts it.
+    /// Repeats of a fault are dropped first (report by exception, see [`crate::report`]).
     /// Returns `Err` only when the agent is shutting down.
-    pub async fn publish(&self, batch: Vec<Reading>) -> Result<(), SinkClosed> {
+    pub async fn publish(&self, mut batch: Vec<Reading>) -> Result<(), SinkClosed> {
+        self.metrics.filter_bad(&mut batch);
         if batch.is_empty() {
             return Ok(());
         }
@@ -132,8 +135,12 @@ pub struct DeviceMetrics {
     /// Transport and framing errors (I/O errors, malformed frames, parse failures).
     pub errors: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Bad readings not passed on because they repeated a fault already reported (report by exception).
+    pub bad_suppressed: AtomicU64,
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
+    notes: Mutex<Vec<String>>,
+    bad_reports: Mutex<BadReports>,
 }
 
 impl DeviceMetrics {
@@ -148,8 +155,33 @@ impl DeviceMetrics {
             exceptions: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            bad_suppressed: AtomicU64::new(0),
             state: AtomicU8::new(DeviceState::Starting as u8),
             last_error: Mutex::new(None),
+            notes: Mutex::new(Vec::new()),
+            bad_reports: Mutex::new(BadReports::default()),
+        }
+    }
+
+    /// How often a tag that stays bad for the same reason is reported again (`ZERO`: every time).
+    pub fn set_bad_heartbeat(&self, heartbeat: Duration) {
+        if let Ok(mut f) = self.bad_reports.lock() {
+            f.set_heartbeat(heartbeat);
+        }
+    }
+
+    pub fn bad_heartbeat(&self) -> Duration {
+        self.bad_reports
+            .lock()
+            .map(|f| f.heartbeat())
+            .unwrap_or(crate::report::DEFAULT_BAD_HEARTBEAT)
+    }
+
+    fn filter_bad(&self, batch: &mut Vec<Reading>) {
+        if let Ok(mut f) = self.bad_reports.lock() {
+            let dropped = f.filter(batch, Instant::now());
+            self.bad_suppressed
+                .fetch_add(dropped as u64, Ordering::Relaxed);
         }
     }
 
@@ -174,6 +206,18 @@ impl DeviceMetrics {
 
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// What the driver changed at run time that an operator should know (e.g. Modbus read requests split
+    /// after exceptions); shown in `/status`. Replaces the previous notes.
+    pub fn set_notes(&self, notes: Vec<String>) {
+        if let Ok(mut slot) = self.notes.lock() {
+            *slot = notes;
+        }
+    }
+
+    pub fn notes(&self) -> Vec<String> {
+        self.notes.lock().map(|g| g.clone()).unwrap_or_default()
     }
 }
 

@@ -8,7 +8,10 @@ pub mod config;
 pub mod device;
 pub mod reading;
 mod registry;
+pub mod report;
 
+#[cfg(any(feature = "modbus", feature = "serial"))]
+pub mod line;
 #[cfg(feature = "modbus")]
 pub mod modbus;
 #[cfg(feature = "opcua")]

@@ -54,20 +54,36 @@ impl Reading {
     }
 }
 
+/// A reading's value. Integers are exact over the whole of both 64-bit ranges: a signed or unsigned integer
+/// that fits an `i64` is [`Value::I64`]; only unsigned values above `i64::MAX` are [`Value::U64`] (so one
+/// integer has one representation, and stores and payloads that only know i64 see the common case
+/// unchanged).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     F64(f64),
     I64(i64),
+    /// An unsigned integer above `i64::MAX` (use [`Value::from_u64`] to build one).
+    U64(u64),
     Bool(bool),
     Str(Arc<str>),
 }
 
 impl Value {
-    /// The numeric view used by SPC: booleans count as 0/1, strings have none.
+    /// The exact value of an unsigned integer: [`Value::I64`] when it fits, else [`Value::U64`].
+    pub fn from_u64(v: u64) -> Value {
+        match i64::try_from(v) {
+            Ok(i) => Value::I64(i),
+            Err(_) => Value::U64(v),
+        }
+    }
+
+    /// The numeric view used by SPC: booleans count as 0/1, strings have none. 64-bit integers beyond
+    /// 2^53 lose precision here (and only here).
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Value::F64(v) => Some(*v),
             Value::I64(v) => Some(*v as f64),
+            Value::U64(v) => Some(*v as f64),
             Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
             Value::Str(_) => None,
         }
@@ -102,5 +118,22 @@ impl Quality {
             Quality::Good => None,
             Quality::Uncertain(r) | Quality::Bad(r) => Some(r),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsigned_integers_have_one_exact_form() {
+        assert_eq!(Value::from_u64(7), Value::I64(7));
+        assert_eq!(Value::from_u64(i64::MAX as u64), Value::I64(i64::MAX));
+        assert_eq!(
+            Value::from_u64(i64::MAX as u64 + 1),
+            Value::U64(9_223_372_036_854_775_808)
+        );
+        assert_eq!(Value::from_u64(u64::MAX), Value::U64(u64::MAX));
+        assert_eq!(Value::U64(u64::MAX).as_f64(), Some(u64::MAX as f64));
     }
 }

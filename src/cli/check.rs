@@ -17,17 +17,26 @@ pub fn run(path: &Path, plan: bool) -> ExitCode {
             );
             print_files(&cfg.files);
             if plan {
+                // Written, not println!ed: `lineside check FILE --plan | head` closes the pipe early, and
+                // a closed pipe ends the listing instead of panicking.
+                use std::io::Write as _;
+                let mut out = std::io::stdout().lock();
                 for d in &cfg.devices {
-                    match d.plan() {
-                        Some(p) => println!("\n[{}] ({})\n{p}", d.name(), d.kind()),
-                        None => println!(
+                    let written = match d.plan() {
+                        Some(p) => writeln!(out, "\n[{}] ({})\n{p}", d.name(), d.kind()),
+                        None => writeln!(
+                            out,
                             "\n[{}] ({}): {} tag(s), no request plan for this driver",
                             d.name(),
                             d.kind(),
                             d.tags().len()
                         ),
+                    };
+                    if written.is_err() {
+                        break;
                     }
                 }
+                let _ = out.flush();
             }
             ExitCode::SUCCESS
         }

@@ -122,7 +122,39 @@ impl Conn {
     }
 }
 
+impl Command {
+    fn pki_dir(&self) -> &std::path::Path {
+        match self {
+            Command::Endpoints { conn } | Command::Browse { conn, .. } => &conn.pki_dir,
+            Command::Trust { pki_dir, .. } | Command::Untrust { pki_dir, .. } => pki_dir,
+        }
+    }
+}
+
+/// Runs a command. Whatever it creates or moves in the PKI directory is given to the owner of the state
+/// directory afterwards: commissioning is often done with sudo, and a root-owned PKI would lock the agent
+/// (user `lineside`) out of its own certificate.
 pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    #[cfg(unix)]
+    let owner = (cmd.pki_dir().to_path_buf(), pki::owner_of(cmd.pki_dir()));
+    let result = run_command(cmd).await;
+    #[cfg(unix)]
+    if let (pki_dir, Some(owner)) = owner
+        && pki_dir.exists()
+    {
+        let given = pki::give_to(&pki_dir, owner).map_err(|e| anyhow!(e))?;
+        if given > 0 {
+            eprintln!(
+                "gave {given} file(s) in {} to uid {} (the owner of the state directory)",
+                pki_dir.display(),
+                owner.uid
+            );
+        }
+    }
+    result
+}
+
+async fn run_command(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Endpoints { conn } => {
             let target = conn.target()?;

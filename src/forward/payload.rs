@@ -28,6 +28,7 @@ enum ValueJson<'a> {
     Null,
     F64(f64),
     I64(i64),
+    U64(u64),
     Bool(bool),
     Str(&'a str),
 }
@@ -38,6 +39,7 @@ fn value_json(v: &Option<Value>) -> ValueJson<'_> {
         Some(Value::F64(x)) if !x.is_finite() => ValueJson::Null,
         Some(Value::F64(x)) => ValueJson::F64(*x),
         Some(Value::I64(x)) => ValueJson::I64(*x),
+        Some(Value::U64(x)) => ValueJson::U64(*x),
         Some(Value::Bool(b)) => ValueJson::Bool(*b),
         Some(Value::Str(s)) => ValueJson::Str(s),
     }
@@ -297,6 +299,25 @@ mod tests {
         assert_eq!(msgs.iter().map(count).sum::<usize>(), 200);
         for m in &msgs {
             serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap();
+        }
+    }
+
+    #[test]
+    fn sixty_four_bit_integers_are_exact_json_integers() {
+        for (value, text) in [
+            (Value::U64(u64::MAX), "18446744073709551615"),
+            (
+                Value::U64(12_345_678_901_234_567_890),
+                "12345678901234567890",
+            ),
+            (Value::I64(i64::MIN), "-9223372036854775808"),
+        ] {
+            let mut out = Vec::new();
+            encode_reading(1, &sr(2, "a", Some(value)).reading, &mut out);
+            let json = String::from_utf8(out).unwrap();
+            assert!(json.contains(&format!("\"value\":{text},")), "{json}");
+            let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert!(v["value"].is_u64() || v["value"].is_i64(), "{json}");
         }
     }
 

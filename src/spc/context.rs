@@ -111,6 +111,7 @@ impl Router {
                 let _ = match other {
                     Value::Bool(b) => write!(self.scratch, "{b}"),
                     Value::I64(i) => write!(self.scratch, "{i}"),
+                    Value::U64(u) => write!(self.scratch, "{u}"),
                     _ => write!(self.scratch, "{x}"),
                 };
                 s.num = Some(x);

@@ -76,6 +76,8 @@ pub(crate) fn value_columns(v: &Option<Value>) -> (i64, rusqlite::types::Value) 
         None => (0, Sql::Null),
         Some(Value::F64(x)) => (1, if x.is_nan() { Sql::Null } else { Sql::Real(*x) }),
         Some(Value::I64(x)) => (2, Sql::Integer(*x)),
+        // SQLite integers are i64: a u64 above i64::MAX is kept exactly as decimal text.
+        Some(Value::U64(x)) => (5, Sql::Text(x.to_string())),
         Some(Value::Bool(b)) => (3, Sql::Integer(*b as i64)),
         Some(Value::Str(s)) => (4, Sql::Text(s.to_string())),
     }
@@ -90,6 +92,8 @@ pub(crate) fn value_from(kind: i64, v: rusqlite::types::Value) -> Option<Value> 
         (2, Sql::Integer(x)) => Some(Value::I64(x)),
         (3, Sql::Integer(x)) => Some(Value::Bool(x != 0)),
         (4, Sql::Text(s)) => Some(Value::Str(Arc::from(s.as_str()))),
+        (5, Sql::Text(s)) => s.parse().ok().map(Value::from_u64),
+        (5, Sql::Integer(x)) => u64::try_from(x).ok().map(Value::from_u64),
         _ => None,
     }
 }

@@ -230,3 +230,38 @@ async fn latest_per_tag_is_bounded_by_the_window() {
     drop(sink);
     store.close();
 }
+
+/// Integers at the ends of both 64-bit ranges come back exactly (a u64 above i64::MAX does not fit
+/// SQLite's INTEGER and is kept as decimal text with its own kind).
+#[tokio::test]
+async fn sixty_four_bit_integers_round_trip_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&cfg(dir.path()), 16).unwrap();
+    let values = [
+        Value::U64(u64::MAX),
+        Value::U64(12_345_678_901_234_567_890),
+        Value::from_u64(i64::MAX as u64 + 1),
+        Value::I64(i64::MIN),
+        Value::I64(i64::MAX),
+        Value::I64(0),
+    ];
+    let batch: Vec<Reading> = values
+        .iter()
+        .map(|v| Reading {
+            value: Some(v.clone()),
+            ..reading("n", 0.0)
+        })
+        .collect();
+    store.sink().send(batch).await.unwrap();
+    store.flush().await.unwrap();
+    let back: Vec<Option<Value>> = store
+        .reader()
+        .unwrap()
+        .readings_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.reading.value)
+        .collect();
+    let want: Vec<Option<Value>> = values.into_iter().map(Some).collect();
+    assert_eq!(back, want);
+}

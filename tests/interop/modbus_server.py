@@ -11,7 +11,8 @@ closes or it is killed.
 
 Layout (zero-based addresses; see drivers/tests/modbus_interop.rs for the expected values):
   unit 1 holding registers 0..=18: u16, i16, u32 (abcd), f32 (cdab), f64 (abcd), i64 (dcba), string,
-         a status word; holding registers from 100 are not defined (reads get IllegalDataAddress)
+         a status word; holding registers from 100 are not defined (reads get IllegalDataAddress),
+         except 200..=204 and 206..=209 (value = address): a hole at 205 inside a readable span
   unit 1 input register 0: i16 -100; coils 0..=7 and discrete inputs 0..=7: alternating bits
   unit 2 holding register 0: 4242
   unit 3: receives requests but never answers (a dead unit on the line)
@@ -53,7 +54,11 @@ def devices():
         simdata=(
             [SimData(0, values=bits, datatype=DataType.BITS)],
             [SimData(0, values=bits, datatype=DataType.BITS)],
-            [SimData(0, values=holding_unit1(), datatype=DataType.REGISTERS)],
+            [
+                SimData(0, values=holding_unit1(), datatype=DataType.REGISTERS),
+                SimData(200, values=list(range(200, 205)), datatype=DataType.REGISTERS),
+                SimData(206, values=list(range(206, 210)), datatype=DataType.REGISTERS),
+            ],
             [SimData(0, values=words("h", -100), datatype=DataType.REGISTERS)],
         ),
     )

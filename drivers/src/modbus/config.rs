@@ -1,5 +1,5 @@
 //! The `[[device]]` table of a Modbus device: what the config file says (serde structs) and the validated
-//! form the driver runs from ([`DeviceSpec`]). Every semantic problem is reported as a [`ConfigIssue`] with
+//! form the driver runs from ([`DeviceConfig`]). Every semantic problem is reported as a [`ConfigIssue`] with
 //! the path of the offending key, so `lineside check` can point at file and line.
 //!
 //! Naming: `address` on the device is the network address (`host:port`) of a TCP device or gateway; `address`
@@ -29,13 +29,8 @@ pub enum TransportKind {
     RtuOverTcp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Parity {
-    None,
-    Even,
-    Odd,
-}
+pub use crate::line::Parity;
+use crate::line::{FlowControl, LineFormat};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,11 +107,20 @@ pub struct SerialSettings {
 }
 
 impl SerialSettings {
+    /// The character format (Modbus RTU uses no flow control).
+    pub fn format(&self) -> LineFormat {
+        LineFormat {
+            baud: self.baud,
+            data_bits: self.data_bits,
+            parity: self.parity,
+            stop_bits: self.stop_bits,
+            flow_control: FlowControl::None,
+        }
+    }
+
     /// Bits on the line per character (start + data + parity + stop).
     pub fn bits_per_char(&self) -> u32 {
-        1 + u32::from(self.data_bits)
-            + u32::from(self.parity != Parity::None)
-            + u32::from(self.stop_bits)
+        self.format().bits_per_char()
     }
 
     /// The Modbus RTU silent interval t3.5: 3.5 character times, fixed at 1.75 ms above 19200 baud
@@ -132,16 +136,7 @@ impl SerialSettings {
 
 impl fmt::Display for SerialSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let p = match self.parity {
-            Parity::None => 'N',
-            Parity::Even => 'E',
-            Parity::Odd => 'O',
-        };
-        write!(
-            f,
-            "{} {} {}{}{}",
-            self.path, self.baud, self.data_bits, p, self.stop_bits
-        )
+        write!(f, "{} {}", self.path, self.format().describe())
     }
 }
 
@@ -191,7 +186,7 @@ pub struct Timing {
 
 /// One validated tag.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TagSpec {
+pub struct TagConfig {
     pub name: Arc<str>,
     pub area: Area,
     pub address: u16,
@@ -210,7 +205,7 @@ pub struct TagSpec {
     pub writable: bool,
 }
 
-impl TagSpec {
+impl TagConfig {
     /// One past the last address the tag occupies (u32: a tag may end at 65536).
     pub fn end(&self) -> u32 {
         u32::from(self.address) + u32::from(self.count)
@@ -224,19 +219,19 @@ impl TagSpec {
 
 /// A validated Modbus device.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DeviceSpec {
+pub struct DeviceConfig {
     pub endpoint: Endpoint,
     pub timing: Timing,
     pub max_gap: u16,
     pub max_registers: u16,
     pub max_bits: u16,
-    pub tags: Vec<TagSpec>,
+    pub tags: Vec<TagConfig>,
 }
 
 const DEFAULT_PORT: u16 = 502;
 
 /// Parses and validates one `[[device]]` table (without `name`/`driver`).
-pub fn parse_spec(table: toml::Table) -> Result<DeviceSpec, Vec<ConfigIssue>> {
+pub fn parse(table: toml::Table) -> Result<DeviceConfig, Vec<ConfigIssue>> {
     let raw: RawDevice = config::from_table(table).map_err(|e| vec![e])?;
     let mut issues = Vec::new();
     let endpoint = endpoint(&raw, &mut issues);
@@ -328,7 +323,7 @@ pub fn parse_spec(table: toml::Table) -> Result<DeviceSpec, Vec<ConfigIssue>> {
     }
 
     match endpoint {
-        Some(endpoint) if issues.is_empty() => Ok(DeviceSpec {
+        Some(endpoint) if issues.is_empty() => Ok(DeviceConfig {
             endpoint,
             timing: Timing {
                 poll_interval,
@@ -412,8 +407,8 @@ fn endpoint(raw: &RawDevice, issues: &mut Vec<ConfigIssue>) -> Option<Endpoint> 
                     "required for transport = \"rtu\" (e.g. 9600, 19200): it must match the devices",
                 ));
                 ok = false;
-            } else if !(300..=4_000_000).contains(&baud) {
-                issues.push(ConfigIssue::new("baud", "must be between 300 and 4000000"));
+            } else if let Err(e) = crate::line::check_baud(baud) {
+                issues.push(ConfigIssue::new("baud", e));
                 ok = false;
             }
             let Some(parity) = raw.parity else {
@@ -495,7 +490,7 @@ fn tag_spec(
     is_tcp: bool,
     caps: Caps,
     issues: &mut Vec<ConfigIssue>,
-) -> Option<TagSpec> {
+) -> Option<TagConfig> {
     let p = |key: &str| format!("tag[{i}].{key}");
     let before = issues.len();
     let area = t.area.unwrap_or(Area::HoldingRegister);
@@ -646,7 +641,7 @@ fn tag_spec(
     if issues.len() > before {
         return None;
     }
-    Some(TagSpec {
+    Some(TagConfig {
         name: Arc::from(t.name.as_str()),
         area,
         address: t.address,
@@ -667,8 +662,8 @@ fn tag_spec(
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<DeviceSpec, Vec<ConfigIssue>> {
-        parse_spec(toml::from_str(text).unwrap())
+    fn parse(text: &str) -> Result<DeviceConfig, Vec<ConfigIssue>> {
+        super::parse(toml::from_str(text).unwrap())
     }
 
     fn paths(text: &str) -> Vec<String> {

@@ -364,8 +364,8 @@ pub fn encode_registers(raw: &Raw, ty: DataType, order: ByteOrder) -> Vec<u16> {
 }
 
 /// Turns a decoded value into a reading's value: `raw * scale + offset` as f64 when `linear` is set,
-/// integers as i64, floats as f64. Errs (bad quality) on NaN/infinite floats, which devices use to flag a
-/// sensor fault, and on u64 values above i64's range when no scaling is configured.
+/// integers exactly (i64, or u64 above i64's range: see [`crate::reading::Value`]), floats as f64. Errs (bad
+/// quality) on NaN/infinite floats, which devices use to flag a sensor fault.
 pub fn to_value(raw: Raw, linear: Option<(f64, f64)>) -> Result<crate::reading::Value, String> {
     use crate::reading::Value;
     let scaled = |x: f64| -> Result<Value, String> {
@@ -382,11 +382,7 @@ pub fn to_value(raw: Raw, linear: Option<(f64, f64)>) -> Result<crate::reading::
         Raw::Float(x) => scaled(x),
         Raw::Unsigned(u) if linear.is_some() => scaled(u as f64),
         Raw::Signed(i) if linear.is_some() => scaled(i as f64),
-        Raw::Unsigned(u) => i64::try_from(u).map(Value::I64).map_err(|_| {
-            format!(
-                "u64 value {u} exceeds the i64 range; set `scale = 1.0` to report it as a float"
-            )
-        }),
+        Raw::Unsigned(u) => Ok(Value::from_u64(u)),
         Raw::Signed(i) => Ok(Value::I64(i)),
         Raw::Bool(b) => Ok(Value::Bool(b)),
         Raw::Text(t) => Ok(Value::Str(std::sync::Arc::from(t))),
@@ -524,7 +520,18 @@ mod tests {
         );
         assert!(to_value(Raw::Float(f64::NAN), None).is_err());
         assert!(to_value(Raw::Float(f64::INFINITY), Some((1.0, 0.0))).is_err());
-        assert!(to_value(Raw::Unsigned(u64::MAX), None).is_err());
+        assert_eq!(
+            to_value(Raw::Unsigned(u64::MAX), None),
+            Ok(Value::U64(u64::MAX))
+        );
+        assert_eq!(
+            to_value(Raw::Unsigned(12_345_678_901_234_567_890), None),
+            Ok(Value::U64(12_345_678_901_234_567_890))
+        );
+        assert_eq!(
+            to_value(Raw::Signed(i64::MIN), None),
+            Ok(Value::I64(i64::MIN))
+        );
         assert_eq!(
             to_value(Raw::Unsigned(u64::MAX), Some((1.0, 0.0))),
             Ok(Value::F64(u64::MAX as f64))

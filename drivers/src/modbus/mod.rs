@@ -1,7 +1,7 @@
 //! The Modbus driver: Modbus TCP, Modbus RTU on a serial port, and RTU framing over TCP (serial-to-Ethernet
 //! gateways), built on tokio-modbus.
 //!
-//! - [`config`]: the `[[device]]` keys, validated into a [`DeviceSpec`] (see `config/examples/modbus-*.toml`).
+//! - [`config`]: the `[[device]]` keys, validated into a [`DeviceConfig`] (see `config/examples/modbus-*.toml`).
 //! - [`decode`]: areas, value types, byte orders, and decoding.
 //! - [`plan`]: tags merged into the fewest read requests, computed once at parse time
 //!   ([`Device::plan`] prints it for `lineside check --plan`).
@@ -25,7 +25,7 @@ use crate::config::ConfigIssue;
 use crate::device::{Device, DeviceContext, DeviceFuture, TagInfo};
 
 pub use commission::{Decoded, ReadOnce, decode_window, read_once, render};
-pub use config::{DeviceSpec, Endpoint, Parity, SerialSettings, TagSpec, TransportKind};
+pub use config::{DeviceConfig, Endpoint, Parity, SerialSettings, TagConfig, TransportKind};
 pub use decode::{Area, ByteOrder, DataType, Raw};
 pub use plan::Block;
 pub use transport::ReadData;
@@ -39,13 +39,13 @@ pub fn parse(name: &str, table: toml::Table) -> Result<Box<dyn Device>, Vec<Conf
 #[derive(Debug, Clone)]
 pub struct ModbusDevice {
     name: String,
-    spec: DeviceSpec,
+    spec: DeviceConfig,
     blocks: Vec<Block>,
 }
 
 impl ModbusDevice {
     pub fn from_table(name: &str, table: toml::Table) -> Result<Self, Vec<ConfigIssue>> {
-        let spec = config::parse_spec(table)?;
+        let spec = config::parse(table)?;
         let blocks = plan::plan(&spec.tags, spec.max_gap, spec.max_registers, spec.max_bits);
         Ok(ModbusDevice {
             name: name.to_string(),
@@ -54,7 +54,7 @@ impl ModbusDevice {
         })
     }
 
-    pub fn spec(&self) -> &DeviceSpec {
+    pub fn spec(&self) -> &DeviceConfig {
         &self.spec
     }
 

@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use super::config::{DeviceSpec, TagSpec};
+use super::config::{DeviceConfig, TagConfig};
 use super::decode::Area;
 
 /// One read request of the plan and the tags it serves.
@@ -33,7 +33,7 @@ impl Block {
 }
 
 /// Merges `tags` into read requests (see the module documentation).
-pub fn plan(tags: &[TagSpec], max_gap: u16, max_registers: u16, max_bits: u16) -> Vec<Block> {
+pub fn plan(tags: &[TagConfig], max_gap: u16, max_registers: u16, max_bits: u16) -> Vec<Block> {
     let mut order: Vec<usize> = (0..tags.len()).collect();
     order.sort_by_key(|&i| {
         let t = &tags[i];
@@ -82,7 +82,7 @@ pub fn plan(tags: &[TagSpec], max_gap: u16, max_registers: u16, max_bits: u16) -
 }
 
 /// The plan as text for `lineside check --plan`.
-pub fn describe(spec: &DeviceSpec, blocks: &[Block]) -> String {
+pub fn describe(spec: &DeviceConfig, blocks: &[Block]) -> String {
     let mut out = String::new();
     let t = &spec.timing;
     let _ = writeln!(
@@ -107,6 +107,11 @@ pub fn describe(spec: &DeviceSpec, blocks: &[Block]) -> String {
             }
         );
     }
+    let _ = writeln!(
+        out,
+        "  a request answered IllegalDataAddress/IllegalDataValue is split and re-read until the refused registers are isolated; the split is kept (see /status notes) and merging retried every {}",
+        humantime::format_duration(super::poll::MERGE_RETRY)
+    );
     for (n, b) in blocks.iter().enumerate() {
         let what = if b.area.is_register() {
             "registers"
@@ -150,7 +155,7 @@ fn short(d: std::time::Duration) -> String {
 }
 
 /// Registers/bits of the block that some tag uses.
-fn used_span(tags: &[TagSpec], b: &Block) -> u32 {
+fn used_span(tags: &[TagConfig], b: &Block) -> u32 {
     let mut used = vec![false; usize::from(b.count)];
     for t in b.tags.iter().filter_map(|&i| tags.get(i)) {
         let from = usize::from(t.address.saturating_sub(b.start));
@@ -165,10 +170,10 @@ fn used_span(tags: &[TagSpec], b: &Block) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modbus::config::parse_spec;
+    use crate::modbus::config::parse as parse_config;
 
-    fn spec(tags: &str, extra: &str) -> DeviceSpec {
-        parse_spec(
+    fn spec(tags: &str, extra: &str) -> DeviceConfig {
+        parse_config(
             toml::from_str(&format!(
                 "transport = 'tcp'\naddress = 'x:502'\n{extra}\n{tags}"
             ))
@@ -177,7 +182,7 @@ mod tests {
         .unwrap()
     }
 
-    fn ranges(s: &DeviceSpec) -> Vec<(u8, Area, u16, u16)> {
+    fn ranges(s: &DeviceConfig) -> Vec<(u8, Area, u16, u16)> {
         plan(&s.tags, s.max_gap, s.max_registers, s.max_bits)
             .iter()
             .map(|b| (b.unit_id, b.area, b.start, b.count))

@@ -6,7 +6,15 @@
 //! the exception). A unit that timed out is not asked again in the same cycle (its remaining requests are
 //! marked bad without being sent), so a dead unit costs one timeout per cycle and the other units on the
 //! link keep their pace.
+//!
+//! Exception isolation: a merged request answered with `IllegalDataAddress` or `IllegalDataValue` (one of
+//! its registers does not exist, or the device refuses the span) is split in two and both halves are read
+//! again at once, recursively, until the refused registers are alone in their request; only the tags of
+//! those requests are bad. The split plan is kept for the following polls (and shown in the device's
+//! `notes` in `/status`); every [`MERGE_RETRY`] the configured plan is tried again, in case the device's
+//! map changed.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -15,10 +23,10 @@ use chrono::{DateTime, Utc};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::bus::{self, BusHandle};
-use super::config::{DeviceSpec, TagSpec};
+use super::config::{DeviceConfig, TagConfig};
 use super::decode;
 use super::plan::Block;
-use super::transport::{Link, ReadData, ReadRequest, TxError, TxOutcome};
+use super::transport::{Link, ReadData, ReadRequest, TxError, TxOutcome, exception_name};
 use crate::device::{DeviceContext, DeviceMetrics, DeviceState, ErrorBurst};
 use crate::reading::{Quality, Reading, Value};
 
@@ -33,7 +41,7 @@ enum Channel {
 }
 
 impl Channel {
-    fn open(name: &str, spec: &DeviceSpec) -> Channel {
+    fn open(name: &str, spec: &DeviceConfig) -> Channel {
         if spec.endpoint.is_bus() {
             match bus::attach(&spec.endpoint, &spec.timing, name) {
                 Ok(handle) => Channel::Bus(handle),
@@ -66,11 +74,132 @@ struct Reported {
 }
 
 struct TagRt {
-    spec: TagSpec,
+    spec: TagConfig,
     reported: Reported,
 }
 
-pub(crate) async fn run(name: String, spec: DeviceSpec, blocks: Vec<Block>, ctx: DeviceContext) {
+/// How long a plan split after exceptions is kept before the configured plan is tried again.
+pub const MERGE_RETRY: Duration = Duration::from_secs(600);
+
+/// The requests a poll sends: the configured plan, with the requests split after exceptions replaced by
+/// their parts.
+pub(crate) struct LivePlan {
+    configured: Vec<Block>,
+    current: Vec<Block>,
+    split_since: Option<Instant>,
+}
+
+impl LivePlan {
+    pub(crate) fn new(blocks: Vec<Block>) -> Self {
+        LivePlan {
+            current: blocks.clone(),
+            configured: blocks,
+            split_since: None,
+        }
+    }
+
+    /// Goes back to the configured plan once [`MERGE_RETRY`] has passed since the split.
+    fn maybe_merge_again(&mut self, now: Instant) -> bool {
+        if self
+            .split_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= MERGE_RETRY)
+        {
+            self.current = self.configured.clone();
+            self.split_since = None;
+            return true;
+        }
+        false
+    }
+}
+
+/// Exceptions that say "something in this span is not readable", which splitting can narrow down.
+fn isolatable(e: &TxError) -> bool {
+    matches!(
+        e,
+        TxError::Exception(
+            tokio_modbus::ExceptionCode::IllegalDataAddress
+                | tokio_modbus::ExceptionCode::IllegalDataValue
+        )
+    )
+}
+
+/// Splits a block in two by its tags (tags that share registers stay together); `None` when it cannot be
+/// split further.
+pub(crate) fn split_block(block: &Block, tags: &[TagConfig]) -> Option<(Block, Block)> {
+    let mut order: Vec<usize> = block.tags.clone();
+    order.sort_by_key(|&i| tags.get(i).map(|t| (t.address, t.end())));
+    // Spans of overlapping tags: a split between two spans never cuts a tag.
+    let mut spans: Vec<Vec<usize>> = Vec::new();
+    let mut span_end = 0u32;
+    for i in order {
+        let t = tags.get(i)?;
+        match spans.last_mut() {
+            Some(span) if u32::from(t.address) < span_end => {
+                span.push(i);
+                span_end = span_end.max(t.end());
+            }
+            _ => {
+                spans.push(vec![i]);
+                span_end = t.end();
+            }
+        }
+    }
+    if spans.len() < 2 {
+        return None;
+    }
+    let right = spans.split_off(spans.len() / 2);
+    let part = |group: Vec<Vec<usize>>| -> Option<Block> {
+        let idx: Vec<usize> = group.into_iter().flatten().collect();
+        let start = idx
+            .iter()
+            .filter_map(|&i| tags.get(i))
+            .map(|t| t.address)
+            .min()?;
+        let end = idx
+            .iter()
+            .filter_map(|&i| tags.get(i))
+            .map(|t| t.end())
+            .max()?;
+        Some(Block {
+            unit_id: block.unit_id,
+            area: block.area,
+            start,
+            count: u16::try_from(end.checked_sub(u32::from(start))?).ok()?,
+            tags: idx,
+        })
+    };
+    Some((part(spans)?, part(right)?))
+}
+
+/// How the split plan reads in `/status`.
+fn split_notes(plan: &LivePlan) -> Vec<String> {
+    if plan.split_since.is_none() {
+        return Vec::new();
+    }
+    let parts: Vec<String> = plan
+        .current
+        .iter()
+        .map(|b| {
+            format!(
+                "unit {} {} {}..={}",
+                b.unit_id,
+                b.area.name(),
+                b.start,
+                b.end().saturating_sub(1)
+            )
+        })
+        .collect();
+    vec![format!(
+        "read requests split after exceptions ({} request(s) instead of {}; merging retried every {}): {}",
+        plan.current.len(),
+        plan.configured.len(),
+        humantime::format_duration(MERGE_RETRY),
+        parts.join(", ")
+    )]
+}
+
+pub(crate) async fn run(name: String, spec: DeviceConfig, blocks: Vec<Block>, ctx: DeviceContext) {
+    let mut plan = LivePlan::new(blocks);
     let device: Arc<str> = Arc::from(name.as_str());
     let mut channel = Channel::open(&name, &spec);
     let mut tags: Vec<TagRt> = spec
@@ -94,10 +223,15 @@ pub(crate) async fn run(name: String, spec: DeviceSpec, blocks: Vec<Block>, ctx:
             _ = ctx.shutdown.cancelled() => break,
             _ = ticker.tick() => {}
         }
+        if plan.maybe_merge_again(Instant::now()) {
+            tracing::info!(device = %name, "modbus: trying the configured read requests again");
+            ctx.metrics.set_notes(Vec::new());
+        }
+        let was_split = plan.split_since.is_some();
         let cycle = poll_once(
             &device,
             &spec,
-            &blocks,
+            &mut plan,
             &mut channel,
             &mut tags,
             &ctx.metrics,
@@ -106,6 +240,9 @@ pub(crate) async fn run(name: String, spec: DeviceSpec, blocks: Vec<Block>, ctx:
             _ = ctx.shutdown.cancelled() => break,
             out = cycle => out,
         };
+        if plan.split_since.is_some() && (out.split || !was_split) {
+            ctx.metrics.set_notes(split_notes(&plan));
+        }
         match (&out.first_error, out.answered) {
             (Some(e), _) => {
                 if burst.error() {
@@ -137,12 +274,14 @@ struct CycleOutcome {
     /// At least one request got an answer (data or exception).
     answered: bool,
     first_error: Option<String>,
+    /// A request was split after an exception in this poll.
+    split: bool,
 }
 
 async fn poll_once(
     device: &Arc<str>,
-    spec: &DeviceSpec,
-    blocks: &[Block],
+    spec: &DeviceConfig,
+    plan: &mut LivePlan,
     channel: &mut Channel,
     tags: &mut [TagRt],
     metrics: &DeviceMetrics,
@@ -151,9 +290,13 @@ async fn poll_once(
         readings: Vec::with_capacity(tags.len()),
         answered: false,
         first_error: None,
+        split: false,
     };
     let mut silent_units: Vec<u8> = Vec::new();
-    for block in blocks {
+    let mut queue: VecDeque<Block> = plan.current.iter().cloned().collect();
+    let mut sent: Vec<Block> = Vec::with_capacity(queue.len());
+    while let Some(block) = queue.pop_front() {
+        let block = &block;
         let req = ReadRequest {
             unit_id: block.unit_id,
             area: block.area,
@@ -176,10 +319,27 @@ async fn poll_once(
                     if matches!(e, TxError::Timeout(_)) {
                         silent_units.push(block.unit_id);
                     }
+                    if isolatable(&e)
+                        && let Some((left, right)) = split_block(block, &spec.tags)
+                    {
+                        if let TxError::Exception(code) = &e {
+                            tracing::info!(
+                                "modbus: {req} answered {}; reading {} and {} separately",
+                                exception_name(*code),
+                                describe_span(&left),
+                                describe_span(&right)
+                            );
+                        }
+                        queue.push_front(right);
+                        queue.push_front(left);
+                        out.split = true;
+                        continue;
+                    }
                     Err(Arc::<str>::from(e.reason()))
                 }
             }
         };
+        sent.push(block.clone());
         // One timestamp per request, shared by all of its tags.
         let ts = Utc::now();
         let now = Instant::now();
@@ -202,7 +362,15 @@ async fn poll_once(
             }
         }
     }
+    if out.split {
+        plan.current = sent;
+        plan.split_since.get_or_insert_with(Instant::now);
+    }
     out
+}
+
+fn describe_span(b: &Block) -> String {
+    format!("{}..={}", b.start, b.end().saturating_sub(1))
 }
 
 /// Updates the device's counters from one transaction.
@@ -244,7 +412,7 @@ fn account(metrics: &DeviceMetrics, o: &TxOutcome, req: ReadRequest, out: &mut C
 }
 
 /// The tag's value from its request's data.
-fn tag_value(tag: &TagSpec, block: &Block, data: &ReadData) -> Result<Value, String> {
+fn tag_value(tag: &TagConfig, block: &Block, data: &ReadData) -> Result<Value, String> {
     let offset = usize::from(tag.address.saturating_sub(block.start));
     let raw = match data {
         ReadData::Words(words) => {
@@ -267,11 +435,11 @@ fn tag_value(tag: &TagSpec, block: &Block, data: &ReadData) -> Result<Value, Str
     decode::to_value(raw, tag.linear)
 }
 
-fn good(device: &Arc<str>, tag: &TagSpec, ts: DateTime<Utc>, value: Value) -> Reading {
+fn good(device: &Arc<str>, tag: &TagConfig, ts: DateTime<Utc>, value: Value) -> Reading {
     Reading::good(device, &tag.name, ts, value, tag.eng_unit.as_ref())
 }
 
-fn bad(device: &Arc<str>, tag: &TagSpec, ts: DateTime<Utc>, reason: Arc<str>) -> Reading {
+fn bad(device: &Arc<str>, tag: &TagConfig, ts: DateTime<Utc>, reason: Arc<str>) -> Reading {
     Reading::bad(device, &tag.name, ts, reason, tag.eng_unit.as_ref())
 }
 
@@ -279,7 +447,7 @@ fn bad(device: &Arc<str>, tag: &TagSpec, ts: DateTime<Utc>, reason: Arc<str>) ->
 /// reported when it is the first, when its quality (or bad reason) changed, when a number moved more than
 /// `deadband` from the last reported value (any change without a deadband; any change for bools and text),
 /// or when `heartbeat` has passed since the last report.
-fn should_report(tag: &TagSpec, last: &Reported, reading: &Reading, now: Instant) -> bool {
+fn should_report(tag: &TagConfig, last: &Reported, reading: &Reading, now: Instant) -> bool {
     if tag.deadband.is_none() && tag.heartbeat.is_none() {
         return true;
     }
@@ -308,10 +476,10 @@ fn should_report(tag: &TagSpec, last: &Reported, reading: &Reading, now: Instant
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modbus::config::parse_spec;
+    use crate::modbus::config::parse as parse_config;
 
-    fn tag(extra: &str) -> TagSpec {
-        let spec = parse_spec(
+    fn tag(extra: &str) -> TagConfig {
+        let spec = parse_config(
             toml::from_str(&format!(
                 "transport = 'tcp'\naddress = 'x'\n[[tag]]\nname = 't'\naddress = 0\n{extra}"
             ))
@@ -329,7 +497,7 @@ mod tests {
         }
     }
 
-    fn step(t: &TagSpec, last: &mut Reported, v: Option<f64>, now: Instant) -> bool {
+    fn step(t: &TagConfig, last: &mut Reported, v: Option<f64>, now: Instant) -> bool {
         let r = reading(v.map(Value::F64));
         let report = should_report(t, last, &r, now);
         if report {

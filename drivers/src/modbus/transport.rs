@@ -29,9 +29,10 @@ use tokio_modbus::client::{Client, Context};
 use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::{ExceptionCode, Request, Response, Slave};
 
-use super::config::{Endpoint, Parity, SerialSettings, Timing};
+use super::config::{Endpoint, SerialSettings, Timing};
 use super::decode::Area;
 use crate::device::Backoff;
+use crate::report::io_reason;
 
 /// What a read returned.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,13 +172,13 @@ impl Link {
             if let Some(at) = self.retry_at
                 && Instant::now() < at
             {
+                // The retry timing goes to the log, never into the reason: one cause, one reason text.
                 let wait = at.saturating_duration_since(Instant::now());
                 let why = self.last_connect_error.as_deref().unwrap_or("link down");
+                tracing::trace!(endpoint = %self.endpoint, "modbus: {why} (next attempt in {})",
+                    humantime::format_duration(round_ms(wait)));
                 return TxOutcome {
-                    result: Err(TxError::NotConnected(format!(
-                        "{why} (next attempt in {})",
-                        humantime::format_duration(round_ms(wait))
-                    ))),
+                    result: Err(TxError::NotConnected(why.to_string())),
                     requests: 0,
                     reconnected: false,
                 };
@@ -191,7 +192,9 @@ impl Link {
                     self.ever_connected = true;
                     self.timeouts_in_row = 0;
                 }
-                Ok(Err(e)) => return self.connect_failed(format!("{}: {e}", self.endpoint)),
+                Ok(Err(e)) => {
+                    return self.connect_failed(format!("{}: {}", self.endpoint, io_reason(&e)));
+                }
                 Err(_) => {
                     return self.connect_failed(format!(
                         "{}: connect timed out after {}",
@@ -264,7 +267,7 @@ impl Link {
             }
             Ok(Err(tokio_modbus::Error::Transport(e))) => {
                 self.drop_link();
-                Err(TxError::Transport(e.to_string()))
+                Err(TxError::Transport(transport_reason(&e)))
             }
             Ok(Err(tokio_modbus::Error::Protocol(e))) => {
                 self.drop_link();
@@ -305,6 +308,17 @@ impl Link {
             requests: 0,
             reconnected: false,
         }
+    }
+}
+
+/// tokio-modbus 0.17 reports the end of a TCP stream as `io::Error::last_os_error()`, i.e. whatever errno
+/// is left over in the thread (EAGAIN, EINPROGRESS: "Operation now in progress (os error 115)"). An async
+/// transaction never sees those for real, so on a transaction they mean the peer closed the connection.
+fn transport_reason(e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::WouldBlock || matches!(e.raw_os_error(), Some(11 | 114 | 115)) {
+        "connection closed by peer".to_string()
+    } else {
+        io_reason(e)
     }
 }
 
@@ -395,27 +409,7 @@ async fn tcp_connect(host: &str, port: u16) -> io::Result<tokio::net::TcpStream>
 /// Opens a serial port in the configured line settings and empties its buffers.
 pub fn open_serial(s: &SerialSettings) -> io::Result<tokio_serial::SerialStream> {
     use tokio_serial::SerialPort as _;
-    let data_bits = match s.data_bits {
-        5 => tokio_serial::DataBits::Five,
-        6 => tokio_serial::DataBits::Six,
-        7 => tokio_serial::DataBits::Seven,
-        _ => tokio_serial::DataBits::Eight,
-    };
-    let parity = match s.parity {
-        Parity::None => tokio_serial::Parity::None,
-        Parity::Even => tokio_serial::Parity::Even,
-        Parity::Odd => tokio_serial::Parity::Odd,
-    };
-    let stop_bits = if s.stop_bits == 2 {
-        tokio_serial::StopBits::Two
-    } else {
-        tokio_serial::StopBits::One
-    };
-    let builder = tokio_serial::new(s.path.as_str(), s.baud)
-        .data_bits(data_bits)
-        .parity(parity)
-        .stop_bits(stop_bits)
-        .flow_control(tokio_serial::FlowControl::None);
+    let builder = s.format().builder(&s.path);
     let port = tokio_serial::SerialStream::open(&builder).map_err(io::Error::from)?;
     port.clear(tokio_serial::ClearBuffer::All)
         .map_err(io::Error::from)?;
@@ -552,6 +546,21 @@ mod tests {
             Ok(ReadData::Bits(vec![true, false, true]))
         );
         assert!(check_reply(bits, Response::ReadCoils(vec![true])).is_err());
+    }
+
+    #[test]
+    fn a_stale_errno_at_the_end_of_a_stream_reads_as_a_closed_connection() {
+        for e in [
+            io::Error::from_raw_os_error(115),
+            io::Error::from_raw_os_error(11),
+            io::Error::from(io::ErrorKind::UnexpectedEof),
+        ] {
+            assert_eq!(transport_reason(&e), "connection closed by peer");
+        }
+        assert_eq!(
+            transport_reason(&io::Error::from(io::ErrorKind::ConnectionRefused)),
+            "connection refused"
+        );
     }
 
     #[test]

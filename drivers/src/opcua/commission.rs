@@ -412,6 +412,7 @@ fn scalar_text(v: &Variant) -> String {
     match values::scalar(v) {
         Ok(crate::reading::Value::F64(x)) => x.to_string(),
         Ok(crate::reading::Value::I64(x)) => x.to_string(),
+        Ok(crate::reading::Value::U64(x)) => x.to_string(),
         Ok(crate::reading::Value::Bool(b)) => b.to_string(),
         Ok(crate::reading::Value::Str(s)) => format!("{s:?}"),
         Err(_) => format!("<{}>", values::type_name(v)),

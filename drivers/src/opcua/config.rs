@@ -16,7 +16,7 @@ const MAX_ELEMENTS: u32 = 10_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OpcuaConfig {
+pub struct DeviceConfig {
     /// `opc.tcp://host:port[/path]`, as the server's discovery endpoint.
     pub endpoint: String,
     #[serde(default)]
@@ -159,7 +159,7 @@ fn five_hundred() -> u32 {
     500
 }
 
-impl OpcuaConfig {
+impl DeviceConfig {
     /// The PKI directory, resolved against the agent's state dir when relative.
     pub fn pki_dir(&self, state_dir: &Path) -> PathBuf {
         state_dir.join(&self.pki_dir)
@@ -167,8 +167,8 @@ impl OpcuaConfig {
 }
 
 /// Parses and checks a device table; every problem is reported with its path.
-pub fn parse(table: toml::Table) -> Result<(OpcuaConfig, Vec<Tag>), Vec<ConfigIssue>> {
-    let cfg: OpcuaConfig = config::from_table(table).map_err(|e| vec![e])?;
+pub fn parse(table: toml::Table) -> Result<(DeviceConfig, Vec<Tag>), Vec<ConfigIssue>> {
+    let cfg: DeviceConfig = config::from_table(table).map_err(|e| vec![e])?;
     let mut issues = Vec::new();
     let mut issue = |path: &str, msg: String| issues.push(ConfigIssue::new(path, msg));
 

@@ -29,7 +29,7 @@ use crate::device::{
     Backoff, Device, DeviceContext, DeviceFuture, DeviceState, ErrorBurst, TagInfo,
 };
 use crate::reading::Reading;
-use config::{Acquisition, OpcuaConfig, Tag};
+use config::{Acquisition, DeviceConfig, Tag};
 use session::{ClientSettings, Connected};
 use values::TagShape;
 
@@ -54,12 +54,12 @@ pub fn parse_device(name: &str, table: toml::Table) -> Result<OpcuaDevice, Vec<C
 #[derive(Debug, Clone)]
 pub struct OpcuaDevice {
     name: String,
-    cfg: OpcuaConfig,
+    cfg: DeviceConfig,
     tags: Vec<Tag>,
 }
 
 impl OpcuaDevice {
-    pub fn config(&self) -> &OpcuaConfig {
+    pub fn config(&self) -> &DeviceConfig {
         &self.cfg
     }
 
@@ -123,7 +123,7 @@ impl Device for OpcuaDevice {
     }
 }
 
-fn plan(cfg: &OpcuaConfig, tags: &[Tag]) -> String {
+fn plan(cfg: &DeviceConfig, tags: &[Tag]) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(
@@ -196,7 +196,7 @@ fn plan(cfg: &OpcuaConfig, tags: &[Tag]) -> String {
 
 /// What the run loop shares with the session servers.
 pub(crate) struct Runtime {
-    pub cfg: OpcuaConfig,
+    pub cfg: DeviceConfig,
     pub tags: Vec<Tag>,
     pub shapes: Vec<TagShape>,
     pub ctx: DeviceContext,
@@ -257,8 +257,11 @@ async fn run_loop(rt: &Runtime, settings: &ClientSettings) {
     let mut burst = ErrorBurst::new(Duration::from_secs(300));
     let mut client = None;
     let mut ever_connected = false;
-    // Bad readings are published once per outage, not once per failed attempt.
-    let mut outage_reported = false;
+    // The cause of the current outage, so that a new cause is logged at once (an untrusted certificate,
+    // then a refused password, ...). Readings follow the cause by themselves: every failed attempt
+    // publishes bad readings, and report by exception (`DeviceContext::publish`) passes on only the new
+    // reasons and a heartbeat.
+    let mut last_failure: Option<String> = None;
     loop {
         if ctx.shutdown.is_cancelled() {
             return;
@@ -299,7 +302,7 @@ async fn run_loop(rt: &Runtime, settings: &ClientSettings) {
                             if ctx.publish(rt.all_bad(&reason)).await.is_err() {
                                 return;
                             }
-                            outage_reported = true;
+                            last_failure = Some(reason);
                             // A quick first retry: a server restart is usually over in seconds.
                             continue_after(rt, backoff.next_delay()).await;
                             continue;
@@ -318,7 +321,8 @@ async fn run_loop(rt: &Runtime, settings: &ClientSettings) {
         };
         metrics.set_state(DeviceState::Disconnected);
         metrics.set_last_error(failure.clone());
-        if burst.error() {
+        let new_cause = last_failure.as_deref() != Some(failure.as_str());
+        if burst.error() || new_cause {
             tracing::warn!(
                 device = %rt.ctx.metrics.device,
                 endpoint = %settings.endpoint,
@@ -327,16 +331,14 @@ async fn run_loop(rt: &Runtime, settings: &ClientSettings) {
                 "opcua: cannot connect; retrying with backoff"
             );
         }
-        if !outage_reported {
-            outage_reported = true;
-            if ctx
-                .publish(rt.all_bad(&format!("not connected: {failure}")))
-                .await
-                .is_err()
-            {
-                return;
-            }
+        if ctx
+            .publish(rt.all_bad(&format!("not connected: {failure}")))
+            .await
+            .is_err()
+        {
+            return;
         }
+        last_failure = Some(failure);
         continue_after(rt, backoff.next_delay()).await;
     }
 }

@@ -69,6 +69,97 @@ pub fn ensure_layout(pki_dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks that the files of the PKI that exist can be read, and explains the usual cause when they cannot:
+/// a PKI created by a commissioning command run as root, which the agent's user cannot use.
+pub fn check_readable(pki_dir: &Path, files: &[&Path]) -> Result<(), String> {
+    for file in files {
+        match fs::File::open(file) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(format!(
+                    "cannot read {}: permission denied; the PKI directory belongs to another user (a \
+                     commissioning command run with sudo?): give it to the agent's user, e.g. \
+                     `sudo chown -R lineside: {}`",
+                    file.display(),
+                    pki_dir.display()
+                ));
+            }
+            Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+        }
+    }
+    Ok(())
+}
+
+/// Who files in a PKI directory must belong to: the owner of the directory that holds it (the agent's
+/// state directory), or of its nearest existing ancestor. Not the PKI directory's own owner: a PKI that an
+/// earlier command run as root left behind is given back too.
+#[cfg(unix)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[cfg(unix)]
+pub fn owner_of(pki_dir: &Path) -> Option<Owner> {
+    use std::os::unix::fs::MetadataExt;
+    let mut at = match pki_dir.parent() {
+        Some(p) if p.as_os_str().is_empty() => Some(Path::new(".")),
+        other => other,
+    };
+    while let Some(p) = at {
+        if let Ok(m) = fs::metadata(p) {
+            return Some(Owner {
+                uid: m.uid(),
+                gid: m.gid(),
+            });
+        }
+        at = p.parent();
+    }
+    None
+}
+
+/// Gives everything under `pki_dir` (itself included) that belongs to someone else to `owner`, so that a
+/// commissioning command run as root leaves files the agent's user can use. Returns how many paths
+/// changed owner. Fails (saying what to run instead) when that is not allowed, i.e. when the command ran
+/// as a third user.
+#[cfg(unix)]
+pub fn give_to(pki_dir: &Path, owner: Owner) -> Result<usize, String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut changed = 0;
+    let mut stack = vec![pki_dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        if meta.is_dir()
+            && let Ok(entries) = fs::read_dir(&path)
+        {
+            stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+        }
+        if meta.uid() != owner.uid || meta.gid() != owner.gid {
+            std::os::unix::fs::chown(&path, Some(owner.uid), Some(owner.gid)).map_err(|e| {
+                format!(
+                    "{} does not belong to the owner of the state directory (uid {}) and cannot be given \
+                     to it ({e}); run the command as that user (e.g. `sudo -u lineside lineside opcua ...`) \
+                     or `sudo chown -R {}:{} {}`",
+                    path.display(),
+                    owner.uid,
+                    owner.uid,
+                    owner.gid,
+                    pki_dir.display()
+                )
+            })?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
 /// Lists trusted and rejected server certificates.
 pub fn list(pki_dir: &Path) -> Result<Vec<CertEntry>, String> {
     let mut out = Vec::new();
@@ -264,5 +355,55 @@ mod tests {
                 .iter()
                 .all(|c| c.state == CertState::Rejected)
         );
+    }
+
+    /// A commissioning command run as root in a state directory owned by the agent's user leaves files
+    /// that user owns. Needs root to run; as another user it only checks the refusal message.
+    #[cfg(unix)]
+    #[test]
+    fn files_made_as_root_go_to_the_state_dir_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let state = tempfile::tempdir().unwrap();
+        let pki = state.path().join("opcua-pki");
+        let me = fs::metadata(state.path()).unwrap().uid();
+        if me != 0 {
+            // Not root: giving files to another user is refused with what to run instead.
+            ensure_layout(&pki).unwrap();
+            let e = give_to(
+                &pki,
+                Owner {
+                    uid: me + 1,
+                    gid: me + 1,
+                },
+            )
+            .unwrap_err();
+            assert!(e.contains("run the command as that user"), "{e}");
+            return;
+        }
+        std::os::unix::fs::chown(state.path(), Some(4321), Some(4321)).unwrap();
+        let owner = owner_of(&pki).unwrap();
+        assert_eq!(
+            owner,
+            Owner {
+                uid: 4321,
+                gid: 4321
+            }
+        );
+        ensure_layout(&pki).unwrap();
+        make_cert(&pki, "server-a");
+        let changed = give_to(&pki, owner).unwrap();
+        assert!(
+            changed >= 6,
+            "the dir, four subdirs and the files: {changed}"
+        );
+        let mut stack = vec![pki.clone()];
+        while let Some(p) = stack.pop() {
+            let m = fs::metadata(&p).unwrap();
+            assert_eq!((m.uid(), m.gid()), (4321, 4321), "{}", p.display());
+            if m.is_dir() {
+                stack.extend(fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            }
+        }
+        assert_eq!(give_to(&pki, owner).unwrap(), 0, "nothing left to change");
     }
 }

@@ -20,6 +20,7 @@ use opcua::types::{
     TimestampsToReturn, UserTokenType, VariableId, Variant,
 };
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::pki;
 use super::security::{Identity, Mode, Policy};
@@ -171,11 +172,19 @@ const OWN_CERT_DAYS: u32 = 3650;
 /// Creates the application instance certificate (own/cert.der, private/private.pem) on first use, with
 /// the application URI and this host's names and addresses. An existing one is never replaced: servers
 /// have it in their trust lists.
+///
+/// Devices sharing a PKI directory start together: creation is serialised in the process (the others then
+/// find the certificate), and a certificate that appears while this one was being made (another process)
+/// is taken as it is.
 fn ensure_own_certificate(s: &ClientSettings) -> Result<(), String> {
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = CREATING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let store = opcua::crypto::CertificateStore::new(&s.pki_dir);
     let (cert_path, key_path) = (store.own_certificate_path(), store.own_private_key_path());
     if cert_path.exists() && key_path.exists() {
-        return Ok(());
+        return pki::check_readable(&s.pki_dir, &[&cert_path, &key_path]);
     }
     let description = opcua::types::ApplicationDescription {
         application_uri: s.application_uri.as_str().into(),
@@ -186,15 +195,23 @@ fn ensure_own_certificate(s: &ClientSettings) -> Result<(), String> {
     };
     let mut data = opcua::crypto::X509Data::from((description, None));
     data.certificate_duration_days = OWN_CERT_DAYS;
-    let (cert, _) = opcua::crypto::CertificateStore::create_certificate_and_key(
+    let created = opcua::crypto::CertificateStore::create_certificate_and_key(
         &data, false, &cert_path, &key_path,
-    )
-    .map_err(|e| {
-        format!(
-            "cannot create the client certificate in {}: {e}",
-            s.pki_dir.display()
-        )
-    })?;
+    );
+    let cert = match created {
+        Ok((cert, _)) => cert,
+        // Made by another process in the meantime: use it.
+        Err(_) if cert_path.exists() && key_path.exists() => {
+            return pki::check_readable(&s.pki_dir, &[&cert_path, &key_path]);
+        }
+        Err(e) => {
+            pki::check_readable(&s.pki_dir, &[&cert_path, &key_path])?;
+            return Err(format!(
+                "cannot create the client certificate in {}: {e}",
+                s.pki_dir.display()
+            ));
+        }
+    };
     tracing::info!(
         path = %cert_path.display(),
         thumbprint = %cert.thumbprint().as_hex_string().to_ascii_lowercase(),
@@ -207,7 +224,8 @@ fn ensure_own_certificate(s: &ClientSettings) -> Result<(), String> {
 /// Builds the client off the async runtime.
 pub async fn build_client_async(s: &ClientSettings) -> Result<Client, String> {
     let settings = s.clone();
-    tokio::task::spawn_blocking(move || build_client(&settings))
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| build_client(&settings)))
         .await
         .map_err(|e| format!("client set-up task failed: {e}"))?
 }
@@ -404,7 +422,9 @@ pub async fn connect(client: &mut Client, s: &ClientSettings) -> Result<Connecte
             }
         }
         let _ = tx.send(LinkEvent::Lost("session closed".to_string()));
-    });
+    }
+    // The library logs from inside this task: keep the device's span on it.
+    .in_current_span());
 
     // Secure channel + CreateSession + ActivateSession, each a request: allow a few request timeouts.
     let activation = tokio::time::timeout(step * 3, up_rx).await;

@@ -210,13 +210,18 @@ pub fn scalar(v: &Variant) -> Result<Value, String> {
         Variant::Int32(x) => Value::I64(i64::from(*x)),
         Variant::UInt32(x) => Value::I64(i64::from(*x)),
         Variant::Int64(x) => Value::I64(*x),
-        // Above i64::MAX only a float can hold it; counters that large do not occur in practice.
-        Variant::UInt64(x) => i64::try_from(*x).map_or(Value::F64(*x as f64), Value::I64),
+        // Exact over the whole range: above i64::MAX it is a `Value::U64`.
+        Variant::UInt64(x) => Value::from_u64(*x),
         Variant::Float(x) => finite(f32_to_f64(*x))?,
         Variant::Double(x) => finite(*x)?,
         Variant::String(s) => Value::Str(Arc::from(s.as_ref())),
         Variant::LocalizedText(t) => Value::Str(Arc::from(t.text.as_ref())),
-        Variant::QualifiedName(q) => Value::Str(Arc::from(q.name.as_ref())),
+        // `2:PartNo`: the namespace index is part of the name (the form `lineside opcua browse` prints).
+        Variant::QualifiedName(q) => Value::Str(Arc::from(format!(
+            "{}:{}",
+            q.namespace_index,
+            q.name.as_ref()
+        ))),
         Variant::DateTime(t) => Value::Str(Arc::from(
             t.as_chrono()
                 .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
@@ -260,7 +265,8 @@ pub fn f32_to_f64(x: f32) -> f64 {
 mod tests {
     use super::*;
     use opcua::types::{
-        Array, ByteString, DateTime as UaDateTime, LocalizedText, VariantScalarTypeId,
+        Array, ByteString, DateTime as UaDateTime, LocalizedText, QualifiedName,
+        VariantScalarTypeId,
     };
 
     fn shape(kind: Kind, elements: Option<u32>) -> TagShape {
@@ -282,9 +288,17 @@ mod tests {
             Ok(Value::I64(4_294_967_295))
         );
         assert_eq!(scalar(&Variant::UInt64(7)), Ok(Value::I64(7)));
+        assert_eq!(scalar(&Variant::UInt64(u64::MAX)), Ok(Value::U64(u64::MAX)));
         assert_eq!(
-            scalar(&Variant::UInt64(u64::MAX)),
-            Ok(Value::F64(u64::MAX as f64))
+            scalar(&Variant::UInt64(12_345_678_901_234_567_890)),
+            Ok(Value::U64(12_345_678_901_234_567_890))
+        );
+        assert_eq!(scalar(&Variant::Int64(i64::MIN)), Ok(Value::I64(i64::MIN)));
+        assert_eq!(
+            scalar(&Variant::QualifiedName(Box::new(QualifiedName::new(
+                2, "PartNo"
+            )))),
+            Ok(Value::Str("2:PartNo".into()))
         );
         assert_eq!(scalar(&Variant::Float(0.1)), Ok(Value::F64(0.1)));
         assert_eq!(scalar(&Variant::Double(74.012)), Ok(Value::F64(74.012)));

@@ -1,5 +1,5 @@
 //! The `[[device]]` table of a serial gauge: raw serde structs, then semantic checks into a
-//! [`SerialConfig`] the driver can run without further validation.
+//! [`DeviceConfig`] the driver can run without further validation.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -132,25 +132,8 @@ impl TagField {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Parity {
-    #[default]
-    None,
-    Even,
-    Odd,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FlowControl {
-    #[default]
-    None,
-    /// XON/XOFF.
-    Software,
-    /// RTS/CTS.
-    Hardware,
-}
+use crate::line::LineFormat;
+pub use crate::line::{FlowControl, Parity};
 
 /// Everything needed to open a port.
 #[derive(Debug, Clone, PartialEq)]
@@ -188,22 +171,20 @@ impl PortSettings {
         }
     }
 
+    /// The character format.
+    pub fn format(&self) -> LineFormat {
+        LineFormat {
+            baud: self.baud,
+            data_bits: self.data_bits,
+            parity: self.parity,
+            stop_bits: self.stop_bits,
+            flow_control: self.flow_control,
+        }
+    }
+
     /// `9600 7E2` style.
     pub fn describe(&self) -> String {
-        let p = match self.parity {
-            Parity::None => 'N',
-            Parity::Even => 'E',
-            Parity::Odd => 'O',
-        };
-        let flow = match self.flow_control {
-            FlowControl::None => "",
-            FlowControl::Software => " xon/xoff",
-            FlowControl::Hardware => " rts/cts",
-        };
-        format!(
-            "{} {}{}{}{}",
-            self.baud, self.data_bits, p, self.stop_bits, flow
-        )
+        self.format().describe()
     }
 }
 
@@ -235,7 +216,7 @@ impl Trigger {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PollRequest {
     pub bytes: Vec<u8>,
-    /// Indexes into [`SerialConfig::tags`].
+    /// Indexes into [`DeviceConfig::tags`].
     pub tags: Vec<usize>,
 }
 
@@ -251,7 +232,7 @@ pub struct TagConfig {
 
 /// A validated serial device configuration.
 #[derive(Debug, Clone)]
-pub struct SerialConfig {
+pub struct DeviceConfig {
     pub port: PortSettings,
     pub protocol: Protocol,
     pub trigger: Trigger,
@@ -285,12 +266,45 @@ fn protocol_port_defaults(p: ProtocolName) -> (u32, u8, Parity, u8) {
 }
 
 /// Parses and checks a serial device's table. Every problem found is returned, each with its path.
-pub fn parse_config(table: toml::Table) -> Result<SerialConfig, Vec<ConfigIssue>> {
+pub fn parse(table: toml::Table) -> Result<DeviceConfig, Vec<ConfigIssue>> {
     let raw: RawConfig = config::from_table(table).map_err(|e| vec![e])?;
     let mut issues = Vec::new();
-    let mut issue = |path: &str, msg: String| issues.push(ConfigIssue::new(path, msg));
 
-    // Port.
+    let port = port_settings(&raw, &mut issues);
+    let (protocol, terminator) = protocol(&raw, &mut issues);
+    let (tags, instrument_unit) = tag_configs(&raw, &mut issues);
+    let (trigger, timeout) = trigger(&raw, &protocol, &tags, &mut issues);
+    let (reconnect_min, reconnect_max) = reconnect(&raw, &mut issues);
+
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    let port = PortSettings {
+        // dtr-pulse needs DTR high while idle.
+        dtr: if matches!(trigger, Trigger::DtrPulse { .. }) {
+            Some(true)
+        } else {
+            port.dtr
+        },
+        ..port
+    };
+    Ok(DeviceConfig {
+        port,
+        protocol,
+        trigger,
+        timeout,
+        terminator,
+        max_line: raw.max_line,
+        instrument_unit,
+        reconnect_min,
+        reconnect_max,
+        tags,
+    })
+}
+
+/// The port: the protocol's usual settings where the config gives none.
+fn port_settings(raw: &RawConfig, issues: &mut Vec<ConfigIssue>) -> PortSettings {
+    let mut issue = |path: &str, msg: String| issues.push(ConfigIssue::new(path, msg));
     let (baud, data_bits, parity, stop_bits) = protocol_port_defaults(raw.protocol);
     let port = PortSettings {
         path: raw.port.trim().to_string(),
@@ -309,8 +323,8 @@ pub fn parse_config(table: toml::Table) -> Result<SerialConfig, Vec<ConfigIssue>
             "must name the device, e.g. \"/dev/serial/by-id/usb-...\" or \"/dev/ttyUSB0\"".into(),
         );
     }
-    if !(50..=4_000_000).contains(&port.baud) {
-        issue("baud", "must be between 50 and 4000000".into());
+    if let Err(e) = crate::line::check_baud(port.baud) {
+        issue("baud", e);
     }
     if !matches!(port.data_bits, 7 | 8) {
         issue("data_bits", "must be 7 or 8".into());
@@ -325,8 +339,12 @@ pub fn parse_config(table: toml::Table) -> Result<SerialConfig, Vec<ConfigIssue>
                 .into(),
         );
     }
+    port
+}
 
-    // Protocol.
+/// The protocol (compiled patterns for `line`), the request/terminator texts and the line cap.
+fn protocol(raw: &RawConfig, issues: &mut Vec<ConfigIssue>) -> (Protocol, Terminator) {
+    let mut issue = |path: &str, msg: String| issues.push(ConfigIssue::new(path, msg));
     let protocol = match raw.protocol {
         ProtocolName::Mitutoyo => Protocol::Mitutoyo,
         ProtocolName::MitutoyoId => Protocol::MitutoyoId,
@@ -392,8 +410,12 @@ pub fn parse_config(table: toml::Table) -> Result<SerialConfig, Vec<ConfigIssue>
             format!("must be between 1 and {MAX_LINE_LIMIT} bytes"),
         );
     }
+    (protocol, terminator)
+}
 
-    // Tags.
+/// The tags, checked against what the protocol sends, and the instrument's unit.
+fn tag_configs(raw: &RawConfig, issues: &mut Vec<ConfigIssue>) -> (Vec<TagConfig>, Option<Unit>) {
+    let mut issue = |path: &str, msg: String| issues.push(ConfigIssue::new(path, msg));
     if raw.tag.is_empty() {
         issue(
             "tag",
@@ -499,8 +521,17 @@ pub fn parse_config(table: toml::Table) -> Result<SerialConfig, Vec<ConfigIssue>
         Some(u) => Some(Unit::parse(u)),
         None => None,
     };
+    (tags, instrument_unit)
+}
 
-    // Trigger.
+/// How readings are requested (stream, poll with its requests, dtr-pulse) and the reply timeout.
+fn trigger(
+    raw: &RawConfig,
+    protocol: &Protocol,
+    tags: &[TagConfig],
+    issues: &mut Vec<ConfigIssue>,
+) -> (Trigger, Duration) {
+    let mut issue = |path: &str, msg: String| issues.push(ConfigIssue::new(path, msg));
     let trigger_name = raw.trigger.unwrap_or(match raw.protocol {
         ProtocolName::Mitutoyo => TriggerName::Stream,
         ProtocolName::Line if raw.request.is_none() => TriggerName::Stream,
@@ -611,7 +642,12 @@ pub fn parse_config(table: toml::Table) -> Result<SerialConfig, Vec<ConfigIssue>
             Trigger::DtrPulse { interval, pulse }
         }
     };
+    (trigger, timeout)
+}
 
+/// Backoff bounds for reopening a lost port.
+fn reconnect(raw: &RawConfig, issues: &mut Vec<ConfigIssue>) -> (Duration, Duration) {
+    let mut issue = |path: &str, msg: String| issues.push(ConfigIssue::new(path, msg));
     let reconnect_min = raw.reconnect_min.unwrap_or(Duration::from_millis(500));
     let reconnect_max = raw.reconnect_max.unwrap_or(Duration::from_secs(30));
     if reconnect_min.is_zero() {
@@ -623,31 +659,7 @@ pub fn parse_config(table: toml::Table) -> Result<SerialConfig, Vec<ConfigIssue>
             "must not be less than reconnect_min".into(),
         );
     }
-
-    if !issues.is_empty() {
-        return Err(issues);
-    }
-    let port = PortSettings {
-        // dtr-pulse needs DTR high while idle.
-        dtr: if matches!(trigger, Trigger::DtrPulse { .. }) {
-            Some(true)
-        } else {
-            port.dtr
-        },
-        ..port
-    };
-    Ok(SerialConfig {
-        port,
-        protocol,
-        trigger,
-        timeout,
-        terminator,
-        max_line: raw.max_line,
-        instrument_unit,
-        reconnect_min,
-        reconnect_max,
-        tags,
-    })
+    (reconnect_min, reconnect_max)
 }
 
 impl RawConfig {
@@ -666,8 +678,8 @@ impl RawConfig {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<SerialConfig, Vec<ConfigIssue>> {
-        parse_config(toml::from_str(text).unwrap())
+    fn parse(text: &str) -> Result<DeviceConfig, Vec<ConfigIssue>> {
+        super::parse(toml::from_str(text).unwrap())
     }
 
     fn paths(text: &str) -> Vec<String> {

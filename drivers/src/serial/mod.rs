@@ -27,16 +27,16 @@ use crate::config::ConfigIssue;
 use crate::device::{
     Backoff, Device, DeviceContext, DeviceFuture, DeviceState, ErrorBurst, TagInfo,
 };
-use config::{SerialConfig, TagField, Trigger};
+use config::{DeviceConfig, TagField, Trigger};
 use framing::escape;
 use tags::TagSet;
 use trigger::{Session, SessionEnd};
 
-pub use config::{FlowControl, Parity, PortSettings, parse_config};
+pub use config::{FlowControl, Parity, PortSettings};
 
 /// Builds a serial device from its `[[device]]` table (without `name` and `driver`).
 pub fn parse(name: &str, table: toml::Table) -> Result<Box<dyn Device>, Vec<ConfigIssue>> {
-    let cfg = parse_config(table)?;
+    let cfg = config::parse(table)?;
     Ok(Box::new(SerialDevice {
         name: name.to_string(),
         cfg,
@@ -46,11 +46,11 @@ pub fn parse(name: &str, table: toml::Table) -> Result<Box<dyn Device>, Vec<Conf
 /// A configured serial gauge.
 pub struct SerialDevice {
     name: String,
-    cfg: SerialConfig,
+    cfg: DeviceConfig,
 }
 
 impl SerialDevice {
-    pub fn config(&self) -> &SerialConfig {
+    pub fn config(&self) -> &DeviceConfig {
         &self.cfg
     }
 }
@@ -86,7 +86,7 @@ impl Device for SerialDevice {
     }
 }
 
-fn plan(cfg: &SerialConfig) -> String {
+fn plan(cfg: &DeviceConfig) -> String {
     let mut s = String::new();
     let p = &cfg.port;
     let _ = write!(

@@ -2,12 +2,11 @@
 //! (bytes in, bytes out, DTR/RTS), so the loops can also run over an in-memory port in unit tests.
 
 use std::io;
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_serial::{SerialPort, SerialPortBuilderExt, SerialStream};
 
-use super::config::{FlowControl, Parity, PortSettings};
+use super::config::PortSettings;
 
 /// What the trigger loops use of a port.
 pub trait LinePort: AsyncRead + AsyncWrite + Unpin + Send {
@@ -27,31 +26,7 @@ impl LinePort for SerialStream {
 }
 
 fn builder(settings: &PortSettings) -> tokio_serial::SerialPortBuilder {
-    let data_bits = match settings.data_bits {
-        7 => tokio_serial::DataBits::Seven,
-        _ => tokio_serial::DataBits::Eight,
-    };
-    let parity = match settings.parity {
-        Parity::None => tokio_serial::Parity::None,
-        Parity::Even => tokio_serial::Parity::Even,
-        Parity::Odd => tokio_serial::Parity::Odd,
-    };
-    let stop_bits = match settings.stop_bits {
-        2 => tokio_serial::StopBits::Two,
-        _ => tokio_serial::StopBits::One,
-    };
-    let flow = match settings.flow_control {
-        FlowControl::None => tokio_serial::FlowControl::None,
-        FlowControl::Software => tokio_serial::FlowControl::Software,
-        FlowControl::Hardware => tokio_serial::FlowControl::Hardware,
-    };
-    let b = tokio_serial::new(settings.path.as_str(), settings.baud)
-        .data_bits(data_bits)
-        .parity(parity)
-        .stop_bits(stop_bits)
-        .flow_control(flow)
-        // Only used by blocking reads, which the async stream never does; set anyway (the default is 0).
-        .timeout(Duration::from_millis(100));
+    let b = settings.format().builder(&settings.path);
     #[cfg(unix)]
     let b = b.exclusive(settings.exclusive);
     b

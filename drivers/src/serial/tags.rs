@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::config::{SerialConfig, TagConfig, TagField};
+use super::config::{DeviceConfig, TagConfig, TagField};
 use super::protocols::Measurement;
 use super::units::{Unit, convert};
 use crate::reading::{Reading, Value};
@@ -23,7 +23,7 @@ pub(crate) struct TagSet {
 }
 
 impl TagSet {
-    pub fn new(device: &str, cfg: &SerialConfig) -> Self {
+    pub fn new(device: &str, cfg: &DeviceConfig) -> Self {
         TagSet {
             device: Arc::from(device),
             tags: cfg
@@ -152,7 +152,7 @@ fn missing_reason(tag: &Tag, ms: &[Measurement]) -> Arc<str> {
 mod tests {
     use super::*;
     use crate::reading::Quality;
-    use crate::serial::config::parse_config;
+    use crate::serial::config::parse as parse_config;
     use crate::serial::protocols::Field;
 
     fn set(tags: &str) -> TagSet {

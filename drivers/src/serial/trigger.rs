@@ -13,7 +13,7 @@ use chrono::Utc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 
-use super::config::{PollRequest, SerialConfig, Trigger};
+use super::config::{DeviceConfig, PollRequest, Trigger};
 use super::framing::{FrameEvent, Framer, decode, escape};
 use super::port::{LinePort, level_name};
 use super::protocols::{Fault, Measurement, shorten};
@@ -49,7 +49,7 @@ enum Reply {
 
 pub(crate) struct Session<'a, P: LinePort> {
     pub port: &'a mut P,
-    pub cfg: &'a SerialConfig,
+    pub cfg: &'a DeviceConfig,
     pub tags: &'a TagSet,
     pub ctx: &'a DeviceContext,
     pub burst: &'a mut ErrorBurst,
@@ -59,6 +59,11 @@ pub(crate) struct Session<'a, P: LinePort> {
     scratch: Vec<FrameEvent>,
     buf: Vec<u8>,
     got_data: bool,
+    /// When the last byte arrived: a line still busy with an earlier reply is not ready for a request.
+    last_byte: Instant,
+    /// A partial line was dropped: the bytes up to the next terminator are the tail of an earlier reply,
+    /// not the start of a new one.
+    stale_tail: bool,
 }
 
 /// A session ends with this error type inside the loops.
@@ -67,7 +72,7 @@ type Flow<T> = Result<T, SessionEnd>;
 impl<'a, P: LinePort> Session<'a, P> {
     pub fn new(
         port: &'a mut P,
-        cfg: &'a SerialConfig,
+        cfg: &'a DeviceConfig,
         tags: &'a TagSet,
         ctx: &'a DeviceContext,
         burst: &'a mut ErrorBurst,
@@ -85,6 +90,8 @@ impl<'a, P: LinePort> Session<'a, P> {
             scratch: Vec::new(),
             buf: vec![0; 512],
             got_data: false,
+            last_byte: Instant::now(),
+            stale_tail: false,
         }
     }
 
@@ -159,7 +166,7 @@ impl<'a, P: LinePort> Session<'a, P> {
         let all: Vec<usize> = self.tags.all().collect();
         loop {
             self.idle_until_tick(&mut ticker).await?;
-            self.start_exchange();
+            self.start_exchange().await?;
             self.ctx.metrics.requests.fetch_add(1, Ordering::Relaxed);
             let reply = match self.port.set_dtr(false) {
                 Ok(()) => {
@@ -182,7 +189,9 @@ impl<'a, P: LinePort> Session<'a, P> {
     // ---- building blocks ----
 
     /// Waits for the next tick; meanwhile reads (and drops) what the instrument sends unasked, which also
-    /// notices a port that disappears between requests.
+    /// notices a port that disappears between requests. The bytes go through the framer so that the line
+    /// position stays known: a reply cut off at its timeout must not leave its tail to answer the next
+    /// request.
     async fn idle_until_tick(&mut self, ticker: &mut tokio::time::Interval) -> Flow<()> {
         loop {
             tokio::select! {
@@ -190,23 +199,80 @@ impl<'a, P: LinePort> Session<'a, P> {
                 _ = ticker.tick() => return Ok(()),
                 n = read_port(&mut *self.port, &mut self.buf) => {
                     let n = n.map_err(|r| self.lost(r))?;
-                    tracing::trace!(device = %self.name, "unsolicited: \"{}\"", escape(self.buf.get(..n).unwrap_or_default()));
+                    self.feed(n);
+                    self.drop_unsolicited();
                 }
             }
         }
     }
 
-    /// Forgets whatever was left of earlier traffic so that a late reply cannot pass for the next one.
-    fn start_exchange(&mut self) {
+    /// Makes the line ready for a request: whatever complete frames are waiting are late or unsolicited
+    /// and dropped. A line in the middle of a frame (a late reply still arriving) is read until its
+    /// terminator, or until it stays quiet for the timeout; if its tail has still not come, the first frame
+    /// after the request is taken as that tail and dropped (see [`Session::skip_tail`]): losing one reply
+    /// is better than taking the tail of an old one (`500mm` of `73.` + `500mm`) as the new value.
+    async fn start_exchange(&mut self) -> Flow<()> {
+        self.drop_unsolicited();
+        if let Some(stale) = self.framer.discard_partial() {
+            tracing::debug!(device = %self.name, "dropped the start of a late reply \"{}\"", escape(&stale));
+            self.stale_tail = true;
+        }
+        let give_up = Instant::now() + self.cfg.timeout;
+        while self.stale_tail {
+            let quiet_at = (self.last_byte + self.cfg.timeout).min(give_up);
+            tokio::select! {
+                _ = self.ctx.shutdown.cancelled() => return Err(SessionEnd::Shutdown),
+                n = read_port(&mut *self.port, &mut self.buf) => {
+                    let n = n.map_err(|r| self.lost(r))?;
+                    self.feed(n);
+                    self.drop_unsolicited();
+                }
+                _ = sleep_until(quiet_at) => break,
+            }
+        }
         if let Some(stale) = self.framer.discard_partial() {
             tracing::debug!(device = %self.name, "dropped stale bytes \"{}\"", escape(&stale));
+            self.stale_tail = true;
         }
-        self.pending.clear();
+        Ok(())
+    }
+
+    /// True (and the flag cleared) when `ev` is the tail of a line whose start was dropped.
+    fn skip_tail(&mut self, ev: &FrameEvent) -> bool {
+        if !std::mem::take(&mut self.stale_tail) {
+            return false;
+        }
+        match ev {
+            FrameEvent::Frame(bytes) => {
+                tracing::debug!(device = %self.name, "dropped the tail of a late reply \"{}\"", escape(bytes));
+            }
+            FrameEvent::Error(e) => {
+                tracing::debug!(device = %self.name, "dropped the tail of a late reply: {e}");
+            }
+        }
+        true
+    }
+
+    /// Drops the frames that arrived outside a request's reply window.
+    fn drop_unsolicited(&mut self) {
+        while let Some(ev) = self.pending.pop_front() {
+            if self.skip_tail(&ev) {
+                continue;
+            }
+            match ev {
+                FrameEvent::Frame(bytes) => {
+                    tracing::debug!(device = %self.name, "dropped unsolicited \"{}\"", escape(&bytes));
+                }
+                FrameEvent::Error(e) => {
+                    tracing::debug!(device = %self.name, "dropped unsolicited: {e}");
+                }
+            }
+        }
     }
 
     /// Sends one poll request and waits for its reply.
     async fn request(&mut self, bytes: &[u8]) -> Flow<Reply> {
-        self.start_exchange();
+        self.start_exchange().await?;
         let write = async {
             self.port.write_all(bytes).await?;
             self.port.flush().await
@@ -229,7 +295,10 @@ impl<'a, P: LinePort> Session<'a, P> {
         self.wait_reply(deadline, None).await
     }
 
-    /// Waits until a frame that is a reply arrives, or `deadline`. With `raise_dtr_at`, DTR goes back to
+    /// Waits until a frame that is a reply arrives, or `deadline`. A reply is a measurement or the
+    /// instrument's error; a malformed frame (garbage, noise, a line the protocol does not know) is counted
+    /// and skipped, and the wait goes on: the real answer often follows it. When the deadline passes with
+    /// only malformed frames, the last one's reason is the reading's. With `raise_dtr_at`, DTR goes back to
     /// high at that moment (the end of a dtr-pulse) while the wait goes on.
     async fn wait_reply(
         &mut self,
@@ -237,19 +306,30 @@ impl<'a, P: LinePort> Session<'a, P> {
         mut raise_dtr_at: Option<Instant>,
     ) -> Flow<Reply> {
         let mut dtr_fault: Option<Arc<str>> = None;
+        let mut malformed: Option<Arc<str>> = None;
         let reply = loop {
             let mut answered = None;
             while let Some(ev) = self.pending.pop_front() {
+                if self.skip_tail(&ev) {
+                    continue;
+                }
                 match self.interpret(ev) {
                     Outcome::Ignored => continue,
                     Outcome::Measurements(ms) => {
                         answered = Some(Reply::Measurements(ms));
                         break;
                     }
-                    Outcome::Fault { reason, .. } => {
+                    Outcome::Fault {
+                        reason,
+                        instrument: true,
+                    } => {
                         answered = Some(Reply::Fault { reason });
                         break;
                     }
+                    Outcome::Fault {
+                        reason,
+                        instrument: false,
+                    } => malformed = Some(reason),
                 }
             }
             if let Some(r) = answered {
@@ -272,7 +352,11 @@ impl<'a, P: LinePort> Session<'a, P> {
                 _ = sleep_until(deadline) => {
                     self.ctx.metrics.timeouts.fetch_add(1, Ordering::Relaxed);
                     let reason = if self.framer.pending() > 0 {
+                        // The rest of this line may still come: it must not answer the next request.
+                        self.stale_tail = true;
                         self.drop_partial("incomplete reply")
+                    } else if let Some(why) = malformed.take() {
+                        Arc::from(format!("no valid reply: {why}"))
                     } else {
                         Arc::from("timeout: no reply")
                     };
@@ -314,6 +398,7 @@ impl<'a, P: LinePort> Session<'a, P> {
 
     fn feed(&mut self, n: usize) {
         self.got_data = true;
+        self.last_byte = Instant::now();
         let bytes = self.buf.get(..n).unwrap_or_default();
         self.framer.push(bytes, &mut self.scratch);
         self.pending.extend(self.scratch.drain(..));

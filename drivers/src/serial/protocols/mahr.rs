@@ -2,6 +2,8 @@
 //! - single value with unit (C1208/1216/1240, Millimar): `xxx.xxx<unit>` such as `+012.345mm`;
 //! - multi-feature (C1202): `1 ±XXX.XX unit;2 ±XXX.XX unit;3 ... =`, one feature per `;`, the frame
 //!   closed by `=`. Features map to tags by `channel` (the feature number).
+//!
+//! An error comes as `E` and the instrument's error number (`E03`), or as text starting with `Err`.
 
 use super::{
     Fault, Measurement, Parsed, generic_error, normalize_channel, parse_number, plausible_unit,
@@ -16,6 +18,12 @@ pub fn parse(frame: &str) -> Parsed {
     let t = frame.trim();
     if let Some(reason) = generic_error(t) {
         return Err(Fault::Instrument(reason));
+    }
+    if let Some(code) = t.strip_prefix('E')
+        && (1..=4).contains(&code.len())
+        && code.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(Fault::Instrument(format!("instrument error E{code}")));
     }
     // The closing `=` of a multi-feature frame.
     let body = t.strip_suffix('=').map(str::trim_end).unwrap_or(t);
@@ -159,5 +167,20 @@ mod tests {
         let many = vec!["1 +1.0 mm"; 100].join(";");
         assert!(matches!(parse(&many), Err(Fault::Malformed(_))));
         assert!(matches!(parse("Error 4"), Err(Fault::Instrument(_))));
+    }
+
+    #[test]
+    fn error_numbers_are_instrument_faults() {
+        assert_eq!(
+            parse("E03"),
+            Err(Fault::Instrument("instrument error E03".into()))
+        );
+        assert_eq!(
+            parse(" E1 "),
+            Err(Fault::Instrument("instrument error E1".into()))
+        );
+        for bad in ["E", "E03x", "E12345"] {
+            assert!(matches!(parse(bad), Err(Fault::Malformed(_))), "{bad:?}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Mitutoyo Digimatic output through its USB/RS-232 interfaces (USB-ITN, DP-1VR, U-WAVE receivers...):
 //! `01A+0000.123` = two-digit channel, a data letter (`A`), the sign, and the value with its decimal point.
 //! No unit is sent: the device's `instrument_unit` (or the tag's unit) says what it is.
+//! An error comes as `01E001`: the channel, the letter `E` and the instrument's error code.
 
 use super::{Fault, Measurement, Parsed, generic_error, normalize_channel, parse_number, shorten};
 
@@ -10,6 +11,20 @@ pub fn parse(frame: &str) -> Parsed {
         return Err(Fault::Instrument(reason));
     }
     let bytes = t.as_bytes();
+    if let [c1, c2, b'E', code @ ..] = bytes
+        && c1.is_ascii_digit()
+        && c2.is_ascii_digit()
+        && !code.is_empty()
+        && code.len() <= 8
+        && code.iter().all(u8::is_ascii_alphanumeric)
+    {
+        // ASCII checked above, so these are char boundaries.
+        let channel = normalize_channel(t.get(..2).unwrap_or_default());
+        let code = t.get(3..).unwrap_or_default();
+        return Err(Fault::Instrument(format!(
+            "instrument error E{code} (channel {channel})"
+        )));
+    }
     let well_formed_head = matches!(
         bytes,
         [c1, c2, letter, sign, ..]
@@ -78,5 +93,19 @@ mod tests {
     #[test]
     fn error_replies_are_instrument_faults() {
         assert!(matches!(parse("ERR 1"), Err(Fault::Instrument(_))));
+        assert_eq!(
+            parse("01E001"),
+            Err(Fault::Instrument(
+                "instrument error E001 (channel 1)".into()
+            ))
+        );
+        assert_eq!(
+            parse("12E9"),
+            Err(Fault::Instrument("instrument error E9 (channel 12)".into()))
+        );
+        // Not an error: the head is not channel + E + code.
+        for bad in ["01E", "01E-", "1E001"] {
+            assert!(matches!(parse(bad), Err(Fault::Malformed(_))), "{bad:?}");
+        }
     }
 }
