@@ -288,7 +288,8 @@ impl Forwarder {
                 Ok(())
             }
             Err(FillError::Refused) => Err(Ended::Lost {
-                error: "the MQTT client refused a publish".into(),
+                error: "the connection ended while publishing (the client refused a publish)"
+                    .into(),
                 established: false,
                 incoming_too_large: false,
             }),

@@ -328,6 +328,7 @@ impl ForwarderStats {
             "connected": p.connected,
             "stalled": p.stalled,
             "seconds_since_ack": p.since_ack.map(|s| (s * 10.0).round() / 10.0),
+            "stalled_s": (p.since_progress * 10.0).round() / 10.0,
             "stall_timeout_s": self.stall_timeout().as_secs_f64(),
             "stall_recoveries": self.stall_recoveries.load(Relaxed),
             "reconnects": self.reconnects.load(Relaxed),
