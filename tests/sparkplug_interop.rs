@@ -64,6 +64,7 @@ fn every_message_type_decodes_and_values_round_trip() {
         tag("press", "count", DataType::Int64),
         tag("press", "running", DataType::Boolean),
         tag("press", "recipe", DataType::String),
+        tag("press", "energy", DataType::UInt64),
         tag("oven", "temp", DataType::Double),
     ]);
     let mut node = EdgeNode::new(
@@ -175,7 +176,7 @@ fn every_message_type_decodes_and_values_round_trip() {
     assert_eq!(packed.taken, readings.len());
     sent.extend(packed.messages);
     let status = vec![
-        ("Status/Readings Forwarded".to_string(), Value::I64(13)),
+        ("Status/Readings Forwarded".to_string(), Value::I64(15)),
         ("Status/Offset".to_string(), Value::I64(i64::MIN)),
         (
             "Properties/Version".to_string(),
@@ -269,7 +270,7 @@ fn every_message_type_decodes_and_values_round_trip() {
         .find(|d| d["type"] == "DBIRTH" && d["device"] == "press")
         .unwrap();
     let bm = press_birth["metrics"].as_array().unwrap();
-    assert_eq!(bm.len(), 4);
+    assert_eq!(bm.len(), 5);
     let count = bm.iter().find(|m| m["name"] == "count").unwrap();
     assert_eq!(count["value"], json!(i64::MIN));
     assert_eq!(count["datatype"], "INT64");
@@ -358,7 +359,7 @@ fn every_message_type_decodes_and_values_round_trip() {
     assert!(second_birth < mode_data);
     let nd = decoded.iter().find(|d| d["type"] == "NDATA").unwrap();
     assert_eq!(nd["metrics"][0]["name"], "Status/Readings Forwarded");
-    assert_eq!(nd["metrics"][0]["value"], 13);
+    assert_eq!(nd["metrics"][0]["value"], 15);
     let ddeath = idx(&|d| d["type"] == "DDEATH");
     assert_eq!(decoded[ddeath]["device"], "oven");
     assert_eq!(decoded[ddeath + 1]["type"], "DBIRTH", "back up: born again");

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `F64` | Double (10) | `double_value` |
 //! | `I64` | Int64 (4) | `long_value`, two's complement |
+//! | `U64` (above i64::MAX) | UInt64 (8) | `long_value` |
 //! | `Bool` | Boolean (11) | `boolean_value` |
 //! | `Str` | String (12) | `string_value` |
 //!
@@ -86,6 +87,7 @@ pub fn encode(dt: DataType, v: &Value) -> Option<metric::Value> {
             M::DoubleValue(*i as f64)
         }
         (DataType::Int64, Value::I64(i)) => M::LongValue(*i as u64),
+        (DataType::Double, Value::U64(u)) if *u <= F64_EXACT as u64 => M::DoubleValue(*u as f64),
         (DataType::UInt64, Value::I64(i)) if *i >= 0 => M::LongValue(*i as u64),
         (DataType::UInt64, Value::U64(u)) => M::LongValue(*u),
         (DataType::Boolean, Value::Bool(b)) => M::BooleanValue(*b),
@@ -105,8 +107,7 @@ pub fn decode(dt: DataType, v: &metric::Value) -> Option<Value> {
             Value::I64(*x as i64)
         }
         (DataType::Int64, M::LongValue(x)) => Value::I64(*x as i64),
-        (DataType::UInt64, M::LongValue(x)) => Value::from_u64(*x),
-        (DataType::DateTime, M::LongValue(x)) => Value::I64(i64::try_from(*x).ok()?),
+        (DataType::UInt64 | DataType::DateTime, M::LongValue(x)) => Value::from_u64(*x),
         (DataType::Float, M::FloatValue(x)) => Value::F64(*x as f64),
         (DataType::Double, M::DoubleValue(x)) => Value::F64(*x),
         (DataType::Boolean, M::BooleanValue(b)) => Value::Bool(*b),
@@ -145,6 +146,8 @@ mod tests {
             Value::I64(i64::MIN),
             Value::I64(i64::MAX),
             Value::I64(-1),
+            Value::U64(u64::MAX),
+            Value::U64(i64::MAX as u64 + 1),
             Value::Bool(true),
             Value::Bool(false),
             Value::Str("".into()),
@@ -178,6 +181,12 @@ mod tests {
         assert!(encode(DataType::Double, &Value::I64((1 << 53) + 1)).is_none());
         assert!(encode(DataType::Int64, &Value::F64(1.0)).is_none());
         assert!(encode(DataType::UInt64, &Value::I64(-1)).is_none());
+        assert!(encode(DataType::Int64, &Value::U64(u64::MAX)).is_none());
+        assert_eq!(
+            encode(DataType::UInt64, &Value::I64(5)),
+            Some(metric::Value::LongValue(5)),
+            "a u64 tag's small values (I64) stay UInt64"
+        );
         assert!(encode(DataType::Boolean, &Value::Str("true".into())).is_none());
     }
 
