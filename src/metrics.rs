@@ -93,6 +93,30 @@ impl Metrics {
             s.pruned.load(Relaxed),
         );
         gauge(
+            "store_events_dropped_unforwarded_total",
+            "Unforwarded events dropped (over their share of the disk budget, or unreadable).",
+            "counter",
+            s.dropped_events.load(Relaxed),
+        );
+        gauge(
+            "store_events_held",
+            "Events waiting in memory because the store cannot write (disk full).",
+            "gauge",
+            s.events_held.load(Relaxed),
+        );
+        gauge(
+            "store_events_lost_total",
+            "Events that could not be stored at all.",
+            "counter",
+            s.events_lost.load(Relaxed),
+        );
+        gauge(
+            "store_integrity_problems",
+            "Problems the integrity check at start found.",
+            "gauge",
+            s.integrity_problems.load(Relaxed),
+        );
+        gauge(
             "store_backlog",
             "Committed readings not yet acknowledged by the broker.",
             "gauge",
@@ -215,7 +239,12 @@ impl Metrics {
             "store": {
                 "received": s.received.load(Relaxed),
                 "committed": s.committed.load(Relaxed),
+                "epoch": s.epoch_str(),
                 "dropped_unforwarded": s.dropped_unforwarded.load(Relaxed),
+                "events_dropped_unforwarded": s.dropped_events.load(Relaxed),
+                "events_held": s.events_held.load(Relaxed),
+                "events_lost": s.events_lost.load(Relaxed),
+                "integrity_problems": s.integrity_problems.load(Relaxed),
                 "pruned": s.pruned.load(Relaxed),
                 "backlog": s.backlog(),
                 "oldest_unforwarded": (oldest > 0).then(|| chrono::DateTime::from_timestamp_micros(oldest as i64).map(crate::timefmt::rfc3339)).flatten(),

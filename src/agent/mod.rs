@@ -400,6 +400,7 @@ fn status_fn(
         };
         let mut body = serde_json::json!({
             "agent": agent,
+            "epoch": metrics.store.epoch_str(),
             "state": state,
             "version": VERSION,
             "config_hash": format!("sha256:{hash}"),

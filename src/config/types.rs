@@ -116,6 +116,9 @@ pub struct StoreConfig {
     /// Disk budget for the database and its WAL ("2GiB"). Unlimited when absent.
     #[serde(default, deserialize_with = "opt_size")]
     pub max_size: Option<u64>,
+    /// Percent of `max_size` the events (alarms, agent notices) may take; the oldest go beyond it.
+    #[serde(default = "default_events_share")]
+    pub events_share: u8,
     /// Readings older than this are pruned ("30d"), forwarded or not. Unlimited when absent.
     #[serde(default, deserialize_with = "opt_duration")]
     pub max_age: Option<Duration>,
@@ -135,6 +138,7 @@ impl Default for StoreConfig {
             batch_size: default_batch_size(),
             flush_interval: default_flush_interval(),
             max_size: None,
+            events_share: default_events_share(),
             max_age: None,
             maintenance_interval: default_maintenance_interval(),
         }
@@ -150,6 +154,10 @@ fn default_batch_size() -> usize {
 fn default_flush_interval() -> Duration {
     Duration::from_millis(50)
 }
+fn default_events_share() -> u8 {
+    10
+}
+
 fn default_maintenance_interval() -> Duration {
     Duration::from_secs(1)
 }

@@ -72,6 +72,8 @@ pub struct DataMessage {
 /// than `max_messages` messages in all, and returns how many readings it took.
 pub struct Packer<'a> {
     agent: &'a str,
+    /// The store's epoch: with `agent` and each `seq`, the identity of a reading.
+    epoch: &'a str,
     max_readings: usize,
     max_bytes: usize,
     open: Vec<Open>,
@@ -89,9 +91,10 @@ struct Open {
 }
 
 impl<'a> Packer<'a> {
-    pub fn new(agent: &'a str, max_readings: usize, max_bytes: usize) -> Self {
+    pub fn new(agent: &'a str, epoch: &'a str, max_readings: usize, max_bytes: usize) -> Self {
         Packer {
             agent,
+            epoch,
             max_readings,
             max_bytes,
             open: Vec::new(),
@@ -104,7 +107,7 @@ impl<'a> Packer<'a> {
         let mut h = Vec::with_capacity(self.max_bytes.min(64 * 1024));
         let _ = serde_json::to_writer(
             &mut h,
-            &serde_json::json!({"agent": self.agent, "device": device}),
+            &serde_json::json!({"agent": self.agent, "epoch": self.epoch, "device": device}),
         );
         h.pop(); // reopen the object to append the readings array
         h.extend_from_slice(b",\"readings\":[");
@@ -184,8 +187,9 @@ fn finish(o: Open) -> DataMessage {
     }
 }
 
-/// An event as published on the alarms topic: the stored body plus its sequence number and time.
-pub fn encode_event(agent: &str, e: &StoredEvent) -> Vec<u8> {
+/// An event as published on the alarms topic: the stored body plus its sequence number, the store's
+/// epoch and time.
+pub fn encode_event(agent: &str, epoch: &str, e: &StoredEvent) -> Vec<u8> {
     let mut body = match &e.body {
         serde_json::Value::Object(m) => m.clone(),
         other => {
@@ -196,6 +200,7 @@ pub fn encode_event(agent: &str, e: &StoredEvent) -> Vec<u8> {
     };
     body.insert("seq".into(), e.seq.into());
     body.insert("agent".into(), agent.into());
+    body.insert("epoch".into(), epoch.into());
     body.insert("ts".into(), rfc3339(e.ts).into());
     body.entry("kind").or_insert_with(|| e.kind.clone().into());
     serde_json::to_vec(&body).unwrap_or_default()
@@ -235,7 +240,7 @@ mod tests {
 
     #[test]
     fn readings_are_grouped_per_device_and_valid_json() {
-        let mut p = Packer::new("gw", 1000, 64 * 1024);
+        let mut p = Packer::new("gw", "00000000000000e1", 1000, 64 * 1024);
         for seq in 1..=6 {
             assert!(p.push(
                 &sr(
@@ -250,6 +255,7 @@ mod tests {
         assert_eq!(msgs.len(), 2);
         let v: serde_json::Value = serde_json::from_slice(&msgs[0].payload).unwrap();
         assert_eq!(v["agent"], "gw");
+        assert_eq!(v["epoch"], "00000000000000e1");
         assert_eq!(v["device"], "a");
         let rs = v["readings"].as_array().unwrap();
         assert_eq!(
@@ -268,7 +274,7 @@ mod tests {
 
     #[test]
     fn messages_respect_count_and_size_and_the_message_limit() {
-        let mut p = Packer::new("gw", 3, 64 * 1024);
+        let mut p = Packer::new("gw", "00000000000000e1", 3, 64 * 1024);
         let mut taken = 0;
         for seq in 1..=100 {
             if !p.push(&sr(seq, "a", Some(Value::I64(1))), 4) {
@@ -280,7 +286,7 @@ mod tests {
         let msgs = p.finish();
         assert!(msgs.iter().all(|m| count(m) == 3));
 
-        let mut p = Packer::new("gw", 1000, 4096);
+        let mut p = Packer::new("gw", "00000000000000e1", 1000, 4096);
         for seq in 1..=200 {
             p.push(
                 &sr(

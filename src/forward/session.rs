@@ -287,6 +287,7 @@ impl Forwarder {
         limits: &Limits,
     ) -> Result<(), FillError> {
         let committed: Committed = *self.committed.borrow_and_update();
+        let epoch = self.reader.epoch_str();
         loop {
             let room = limits.window.saturating_sub(st.tracker.in_flight());
             if room == 0 {
@@ -306,7 +307,7 @@ impl Forwarder {
                     .open_window(Stream::Events, last, events.len() as u32);
                 let topic = self.topics.alarms();
                 for e in &events {
-                    let payload = payload::encode_event(&self.agent_id, e);
+                    let payload = payload::encode_event(&self.agent_id, &epoch, e);
                     let key = MessageKey::Data {
                         stream: Stream::Events,
                         device: None,
@@ -345,6 +346,7 @@ impl Forwarder {
                 }
                 let mut packer = payload::Packer::new(
                     &self.agent_id,
+                    &epoch,
                     self.cfg.max_readings_per_message,
                     self.cfg.max_message_size as usize,
                 );

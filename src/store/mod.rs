@@ -4,9 +4,15 @@
 //! reading the next sequence number, commits in batches (on size or interval), and only then tells the
 //! rest of the agent: the forwarder through [`Store::watch_committed`], SPC and the console through
 //! [`Store::subscribe`]. Events (alarms, agent notices) and forwarding cursors go through the control
-//! channel. The disk budget is enforced by the same thread (see `budget`).
+//! channel. The disk budget is enforced by the same thread (see `budget`). Each database has a random
+//! epoch, and high-water marks outside it catch a database that went backwards (see `identity`).
 
+mod arrivals;
 mod budget;
+mod event_cap;
+mod events;
+mod identity;
+mod maintenance;
 mod model;
 mod reader;
 mod schema;
@@ -15,12 +21,16 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lineside_drivers::ReadingSink;
 use tokio::sync::{broadcast, oneshot, watch};
 
+pub use event_cap::MAX_EVENT_BYTES;
+pub use identity::format_epoch;
 pub use model::{CommittedBatch, StoredEvent, StoredReading, Stream};
 pub use reader::StoreReader;
 pub use stats::{StoreStats, TagCounters};
@@ -46,9 +56,23 @@ pub(crate) enum Control {
         stream: Stream,
         seq: u64,
     },
+    /// A reader skipped `first_seq..=last_seq` of a stream because it could not be read (damaged pages).
+    Unreadable {
+        stream: Stream,
+        first_seq: u64,
+        last_seq: u64,
+    },
     Flush(oneshot::Sender<()>),
+    /// Tests: set a pragma on the writer's connection (e.g. `max_page_count` to make the disk "full").
+    #[cfg(test)]
+    Pragma(String, i64),
     Shutdown,
 }
+
+/// How long [`Store::close`] waits for the writer to finish its work before telling it to stop at once.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
+/// How long [`Store::close`] waits in all.
+pub const CLOSE_LIMIT: Duration = Duration::from_secs(4);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -70,12 +94,25 @@ pub struct Store {
     committed: watch::Receiver<Committed>,
     batches: broadcast::Sender<Arc<CommittedBatch>>,
     stats: Arc<StoreStats>,
+    epoch: u64,
     thread: Option<JoinHandle<()>>,
+    /// Set when the writer must stop now (a commit that keeps failing is abandoned).
+    abort: Arc<AtomicBool>,
+    /// Closed by the writer thread when it ends.
+    ended: flume::Receiver<()>,
 }
 
 impl Store {
     /// Opens (or creates) the database and starts the writer thread.
     pub fn open(cfg: &StoreConfig, ingest_queue: usize) -> Result<Store, StoreError> {
+        Self::open_with_clock(cfg, ingest_queue, Box::new(arrivals::SystemClock::new()))
+    }
+
+    fn open_with_clock(
+        cfg: &StoreConfig,
+        ingest_queue: usize,
+        clock: Box<dyn arrivals::Clock>,
+    ) -> Result<Store, StoreError> {
         if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Dir(dir.to_path_buf(), e))?;
         }
@@ -83,13 +120,26 @@ impl Store {
         let (ctrl_tx, ctrl_rx) = flume::unbounded();
         let stats = Arc::new(StoreStats::default());
         let (batches, _) = broadcast::channel(1024);
-        let w = writer::Writer::open(cfg.clone(), stats.clone(), batches.clone())
-            .map_err(|e| StoreError::Open(cfg.path.clone(), e))?;
+        let abort = Arc::new(AtomicBool::new(false));
+        let w = writer::Writer::open(
+            cfg.clone(),
+            stats.clone(),
+            batches.clone(),
+            abort.clone(),
+            clock,
+        )
+        .map_err(|e| StoreError::Open(cfg.path.clone(), e))?;
+        let epoch = w.epoch;
         let (committed_tx, committed) = watch::channel(w.committed());
+        let (ended_tx, ended) = flume::bounded::<()>(1);
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || w.run(data_rx, ctrl_rx, committed_tx))
+            .spawn(move || {
+                w.run(data_rx, ctrl_rx, committed_tx);
+                drop(ended_tx);
+            })
             .map_err(|e| StoreError::Write(format!("cannot start the writer thread: {e}")))?;
+        maintenance::quick_check_in_background(cfg.path.clone(), stats.clone());
         Ok(Store {
             path: cfg.path.clone(),
             ctrl: ctrl_tx,
@@ -97,8 +147,17 @@ impl Store {
             committed,
             batches,
             stats,
+            epoch,
             thread: Some(thread),
+            abort,
+            ended,
         })
+    }
+
+    /// The random id of this database (see the README's delivery contract): a subscriber de-duplicates
+    /// on (agent, epoch, seq).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     pub fn path(&self) -> &Path {
@@ -125,9 +184,10 @@ impl Store {
         self.stats.clone()
     }
 
-    /// A read-only connection, e.g. for the forwarder.
+    /// A read-only connection, e.g. for the forwarder. It skips ranges it cannot read (damaged pages)
+    /// and reports them to the writer, which counts and announces them.
     pub fn reader(&self) -> rusqlite::Result<StoreReader> {
-        StoreReader::open(&self.path)
+        Ok(StoreReader::open(&self.path)?.reporting_to(self.ctrl.clone()))
     }
 
     /// Stores an event and returns its sequence number once it is committed.
@@ -164,25 +224,57 @@ impl Store {
         rx.await.map_err(|_| StoreError::Stopped)
     }
 
-    /// Commits what is pending, persists the cursors and stops the writer. Readings still in the channel
-    /// are committed first.
-    pub fn close(mut self) {
-        self.shutdown();
+    #[cfg(test)]
+    pub(crate) fn set_pragma(&self, name: &str, value: i64) {
+        let _ = self.ctrl.send(Control::Pragma(name.to_string(), value));
     }
 
-    fn shutdown(&mut self) {
-        let _ = self.ctrl.send(Control::Shutdown);
-        if let Some(t) = self.thread.take()
-            && t.join().is_err()
-        {
-            tracing::error!("the store writer thread panicked");
-        }
+    /// Commits what is pending, persists the cursors and stops the writer. Readings still in the channel
+    /// are committed first. Returns within [`CLOSE_LIMIT`] even when the disk is full: after
+    /// [`CLOSE_GRACE`] the writer is told to give up a commit that keeps failing (what is committed
+    /// stays committed).
+    pub fn close(self) {
+        self.close_in_time();
     }
+
+    /// [`Store::close`], telling whether the writer finished its work (false: it was abandoned).
+    pub fn close_in_time(mut self) -> bool {
+        self.shutdown(CLOSE_GRACE, CLOSE_LIMIT)
+    }
+
+    fn shutdown(&mut self, grace: Duration, limit: Duration) -> bool {
+        let Some(thread) = self.thread.take() else {
+            return true;
+        };
+        let _ = self.ctrl.send(Control::Shutdown);
+        let started = std::time::Instant::now();
+        if self.ended.recv_timeout(grace).is_ok() || self.ended.is_disconnected() {
+            return join(thread);
+        }
+        tracing::warn!("the store is still busy at shutdown (disk full?); telling it to stop now");
+        self.abort.store(true, Relaxed);
+        let left = limit.saturating_sub(started.elapsed());
+        if self.ended.recv_timeout(left).is_ok() || self.ended.is_disconnected() {
+            return join(thread);
+        }
+        tracing::error!(
+            "the store writer did not stop in time; leaving it (committed data is safe in the database)"
+        );
+        false
+    }
+}
+
+fn join(thread: JoinHandle<()>) -> bool {
+    if thread.join().is_err() {
+        tracing::error!("the store writer thread panicked");
+        return false;
+    }
+    true
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
-        self.shutdown();
+        self.shutdown(CLOSE_GRACE, CLOSE_LIMIT);
     }
 }
 

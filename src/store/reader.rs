@@ -8,6 +8,7 @@ use std::sync::Arc;
 use lineside_drivers::Reading;
 use rusqlite::{Connection, OpenFlags};
 
+use super::Control;
 use super::model::{StoredEvent, StoredReading, Stream, from_micros, quality_from, value_from};
 use super::schema::{self, keys};
 
@@ -27,6 +28,9 @@ type Row = (
 pub struct StoreReader {
     conn: Connection,
     tags: HashMap<i64, TagKey>,
+    epoch: u64,
+    /// Where skipped (unreadable) ranges are reported, when this reader belongs to a running store.
+    report: Option<flume::Sender<Control>>,
 }
 
 impl StoreReader {
@@ -36,10 +40,28 @@ impl StoreReader {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let epoch = schema::meta_get(&conn, keys::EPOCH)?.unwrap_or(0).max(0) as u64;
         Ok(StoreReader {
             conn,
             tags: HashMap::new(),
+            epoch,
+            report: None,
         })
+    }
+
+    pub(super) fn reporting_to(mut self, ctrl: flume::Sender<Control>) -> Self {
+        self.report = Some(ctrl);
+        self
+    }
+
+    /// The store's epoch when this reader was opened (it changes only when the store opens).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The epoch as payloads carry it.
+    pub fn epoch_str(&self) -> String {
+        super::identity::format_epoch(self.epoch)
     }
 
     fn load_tags(&mut self) -> rusqlite::Result<()> {
@@ -65,16 +87,152 @@ impl StoreReader {
         Ok(())
     }
 
-    /// Up to `limit` readings with seq > `after`, in seq order.
+    /// Up to `limit` readings with seq > `after`, in seq order. A range that cannot be read (damaged
+    /// pages) is skipped and reported, so one bad page never stalls the stream.
     pub fn readings_after(
         &mut self,
         after: u64,
         limit: usize,
     ) -> rusqlite::Result<Vec<StoredReading>> {
-        self.readings_where(
-            "seq > ?1 ORDER BY seq LIMIT ?2",
-            rusqlite::params![after as i64, limit as i64],
-        )
+        let mut after = after;
+        for _ in 0..MAX_SKIPS {
+            match self.readings_where(
+                "seq >= ?1 ORDER BY seq LIMIT ?2",
+                rusqlite::params![after as i64 + 1, limit as i64],
+            ) {
+                Err(e) if is_damage(&e) => match self.skip_damage(Stream::Readings, after, &e)? {
+                    // Hand out what is readable before the damage first (LIMIT stops the scan before it).
+                    Damage::ReadableRows(n) => {
+                        return self.readings_where(
+                            "seq >= ?1 ORDER BY seq LIMIT ?2",
+                            rusqlite::params![after as i64 + 1, n.min(limit) as i64],
+                        );
+                    }
+                    Damage::SkipTo(to) => after = to,
+                },
+                other => return other,
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// After reading past `after` failed with damage: how many rows are readable before the damage, or
+    /// else the last seq of the unreadable range (reported to the writer). Point queries only: this runs
+    /// on damage alone.
+    fn skip_damage(
+        &mut self,
+        stream: Stream,
+        after: u64,
+        err: &rusqlite::Error,
+    ) -> rusqlite::Result<Damage> {
+        let table = match stream {
+            Stream::Readings => "readings",
+            Stream::Events => "events",
+        };
+        // Every column, so a row whose record is damaged counts as unreadable.
+        // `seq >= m + 1` rather than `seq > m`: the seek then starts in the page that holds m + 1, not
+        // in the (possibly damaged) page that holds m.
+        let probe = format!("SELECT * FROM {table} WHERE seq >= ?1 ORDER BY seq LIMIT 1");
+        let next = |conn: &Connection, m: u64| -> rusqlite::Result<Option<u64>> {
+            let mut stmt = conn.prepare_cached(&probe)?;
+            let mut rows = stmt.query([m as i64 + 1])?;
+            match rows.next()? {
+                Some(row) => {
+                    // Touch every column.
+                    for i in 0..row.as_ref().column_count() {
+                        let _ = row.get_ref(i)?;
+                    }
+                    Ok(Some(row.get::<_, i64>(0)?.max(0) as u64))
+                }
+                None => Ok(None),
+            }
+        };
+        // 1. The readable rows right after `after`.
+        let mut last_good = after;
+        let mut readable = 0usize;
+        loop {
+            match next(&self.conn, last_good) {
+                Ok(Some(s)) if s > last_good => {
+                    last_good = s;
+                    readable += 1;
+                }
+                // Nothing damaged (any more): the caller tries again.
+                Ok(_) => return Ok(Damage::ReadableRows(readable.max(1))),
+                Err(e) if is_damage(&e) => break,
+                Err(e) => return Err(e),
+            }
+            if readable >= 10_000 {
+                break;
+            }
+        }
+        if readable > 0 {
+            return Ok(Damage::ReadableRows(readable));
+        }
+        // 2. The smallest m > after from which reading works again: exponential, then binary search.
+        let key = match stream {
+            Stream::Readings => keys::NEXT_READING_SEQ,
+            Stream::Events => keys::NEXT_EVENT_SEQ,
+        };
+        let top = schema::meta_get(&self.conn, key)
+            .ok()
+            .flatten()
+            .map(|n| (n.max(1) - 1) as u64)
+            .unwrap_or(u64::MAX / 2)
+            .max(after + 1);
+        let ok = |conn: &Connection, m: u64| next(conn, m).is_ok();
+        let mut step = 1u64;
+        let mut lo = after; // fails from here
+        let mut hi = loop {
+            let m = after.saturating_add(step).min(top);
+            if ok(&self.conn, m) {
+                break m;
+            }
+            lo = m;
+            if m >= top {
+                break top; // nothing readable up to the last committed seq
+            }
+            step = step.saturating_mul(2);
+        };
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if ok(&self.conn, mid) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        // Reading from `hi` works; `hi` itself may be a readable row (the first of the next page).
+        let point = format!("SELECT * FROM {table} WHERE seq = ?1");
+        let hi_readable = self
+            .conn
+            .prepare_cached(&point)
+            .and_then(|mut st| {
+                st.query_row([hi as i64], |row| {
+                    for i in 0..row.as_ref().column_count() {
+                        let _ = row.get_ref(i)?;
+                    }
+                    Ok(())
+                })
+            })
+            .is_ok();
+        if hi_readable && hi > after + 1 {
+            hi -= 1;
+        }
+        tracing::error!(
+            stream = table,
+            first_seq = after + 1,
+            last_seq = hi,
+            error = %err,
+            "the database is damaged: skipping what cannot be read (counted as dropped, reason \"corrupt\")"
+        );
+        if let Some(report) = &self.report {
+            let _ = report.send(Control::Unreadable {
+                stream,
+                first_seq: after + 1,
+                last_seq: hi,
+            });
+        }
+        Ok(Damage::SkipTo(hi))
     }
 
     /// Readings of one device/tag with seq > `after`, oldest first, at most `limit` (newest `limit` when
@@ -153,11 +311,27 @@ impl StoreReader {
         Ok(out)
     }
 
+    /// Up to `limit` events with seq > `after`; damaged ranges are skipped and reported as for readings.
     pub fn events_after(&mut self, after: u64, limit: usize) -> rusqlite::Result<Vec<StoredEvent>> {
-        self.events_where(
-            "seq > ?1 ORDER BY seq LIMIT ?2",
-            rusqlite::params![after as i64, limit as i64],
-        )
+        let mut after = after;
+        for _ in 0..MAX_SKIPS {
+            match self.events_where(
+                "seq >= ?1 ORDER BY seq LIMIT ?2",
+                rusqlite::params![after as i64 + 1, limit as i64],
+            ) {
+                Err(e) if is_damage(&e) => match self.skip_damage(Stream::Events, after, &e)? {
+                    Damage::ReadableRows(n) => {
+                        return self.events_where(
+                            "seq >= ?1 ORDER BY seq LIMIT ?2",
+                            rusqlite::params![after as i64 + 1, n.min(limit) as i64],
+                        );
+                    }
+                    Damage::SkipTo(to) => after = to,
+                },
+                other => return other,
+            }
+        }
+        Ok(Vec::new())
     }
 
     /// Events whose kind starts with `kind_prefix`, oldest first; for rebuilding alarm state.
@@ -203,4 +377,22 @@ impl StoreReader {
         };
         Ok(schema::meta_get(&self.conn, key)?.unwrap_or(0).max(0) as u64)
     }
+}
+
+enum Damage {
+    /// This many rows after the position can be read before the damage.
+    ReadableRows(usize),
+    /// Nothing can be read up to and including this seq.
+    SkipTo(u64),
+}
+
+/// Damaged ranges skipped in one call at most (each needs a few point queries).
+const MAX_SKIPS: usize = 16;
+
+/// Whether an error means the file's content is damaged (as opposed to busy, locked, ...).
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
 }

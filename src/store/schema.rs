@@ -1,12 +1,14 @@
 //! The database layout. Readings and events have separate sequence spaces so a subscriber can check each
 //! stream for gaps on its own; both are assigned by the writer and never reused (high-water marks live in
-//! `meta`, so pruning everything does not reset them).
+//! `meta`, so pruning everything does not reset them, and outside the database in the identity file, so
+//! losing the database's tail is noticed — see `identity`).
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::config::Synchronous;
 
-pub const SCHEMA_VERSION: i64 = 1;
+/// 1: v0.1.0. 2: `meta.epoch` and the `arrivals` table.
+pub const SCHEMA_VERSION: i64 = 2;
 
 pub fn open_writer(
     path: &std::path::Path,
@@ -56,11 +58,33 @@ pub fn open_writer(
              ts INTEGER NOT NULL,
              kind TEXT NOT NULL,
              body TEXT NOT NULL
+         );
+         -- When readings arrived, sparsely: every reading with a seq below `seq` was received before
+         -- `received` (µs, on the store's arrival clock). One row per commit at most every few seconds,
+         -- so max_age costs nothing per reading.
+         CREATE TABLE IF NOT EXISTS arrivals (
+             seq INTEGER PRIMARY KEY,
+             received INTEGER NOT NULL
          );",
     )?;
     let version: Option<i64> = meta_get(&conn, "schema_version")?;
     match version {
         None => meta_set(&conn, "schema_version", SCHEMA_VERSION)?,
+        Some(1) => {
+            // v0.1.0: the tables above were added by CREATE IF NOT EXISTS; the epoch is created by the
+            // identity check, and readings stored before the upgrade count as received now (their
+            // device timestamps are not trusted for max_age).
+            let next: i64 =
+                conn.query_row("SELECT ifnull(max(seq), 0) + 1 FROM readings", [], |r| {
+                    r.get(0)
+                })?;
+            conn.execute(
+                "INSERT OR IGNORE INTO arrivals (seq, received) VALUES (?1, ?2)",
+                params![next, chrono::Utc::now().timestamp_micros()],
+            )?;
+            meta_set(&conn, "schema_version", SCHEMA_VERSION)?;
+            tracing::info!(from = 1, to = SCHEMA_VERSION, "store schema migrated");
+        }
         Some(SCHEMA_VERSION) => {}
         Some(v) => {
             return Err(rusqlite::Error::InvalidParameterName(format!(
@@ -89,4 +113,7 @@ pub mod keys {
     pub const CURSOR_READINGS: &str = "cursor_readings";
     pub const CURSOR_EVENTS: &str = "cursor_events";
     pub const DROPPED_UNFORWARDED: &str = "dropped_unforwarded";
+    pub const DROPPED_EVENTS: &str = "dropped_events";
+    /// The store's identity: a random 63-bit number created with the database (see `identity`).
+    pub const EPOCH: &str = "epoch";
 }

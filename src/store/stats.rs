@@ -16,6 +16,23 @@ pub struct StoreStats {
     pub dropped_unforwarded: AtomicU64,
     /// Readings pruned in total (forwarded or not).
     pub pruned: AtomicU64,
+    /// Unforwarded events dropped (events over their share of the budget, or unreadable).
+    pub dropped_events: AtomicU64,
+    /// Events pruned in total (forwarded or not).
+    pub events_pruned: AtomicU64,
+    /// Events that could not be stored (disk full) and are waiting in memory.
+    pub events_held: AtomicU64,
+    /// Events refused because the store could not write and too many were waiting, or still waiting at
+    /// a stop.
+    pub events_lost: AtomicU64,
+    /// Events shortened to the size limit.
+    pub events_truncated: AtomicU64,
+    /// Bytes the events take (kind + body + per-row overhead), kept under a size budget.
+    pub event_bytes: AtomicU64,
+    /// Problems the integrity check at start found (0: none, or not finished).
+    pub integrity_problems: AtomicU64,
+    /// The store's epoch (see `identity`): part of every message's identity.
+    pub epoch: AtomicU64,
     pub last_seq: AtomicU64,
     pub cursor_readings: AtomicU64,
     pub last_event_seq: AtomicU64,
@@ -41,6 +58,11 @@ impl StoreStats {
         self.last_seq
             .load(Relaxed)
             .saturating_sub(self.cursor_readings.load(Relaxed))
+    }
+
+    /// The epoch as it appears in payloads.
+    pub fn epoch_str(&self) -> String {
+        super::identity::format_epoch(self.epoch.load(Relaxed))
     }
 
     pub fn tag_counters(&self) -> Vec<TagCounters> {

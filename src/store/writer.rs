@@ -1,16 +1,18 @@
 //! The writer thread: the only code that writes to the database.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use lineside_drivers::Reading;
 use rusqlite::{Connection, params};
 use tokio::sync::{broadcast, watch};
 
+use super::arrivals::{Arrivals, Clock};
 use super::budget::{self, Budget};
+use super::events::HeldEvent;
+use super::identity::{self, HighWater};
 use super::model::{CommittedBatch, Stream, micros, quality_code, value_columns};
 use super::schema::{self, keys};
 use super::stats::{StoreStats, TagCounters};
@@ -21,20 +23,33 @@ use crate::config::StoreConfig;
 type TagIds = HashMap<Arc<str>, HashMap<Arc<str>, Vec<(Option<Arc<str>>, i64)>>>;
 
 pub(super) struct Writer {
-    cfg: StoreConfig,
-    conn: Connection,
-    stats: Arc<StoreStats>,
+    pub(super) cfg: StoreConfig,
+    pub(super) conn: Connection,
+    pub(super) stats: Arc<StoreStats>,
     batches: broadcast::Sender<Arc<CommittedBatch>>,
-    budget: Option<Budget>,
-    next_seq: u64,
-    next_event_seq: u64,
-    cursor_readings: u64,
-    cursor_events: u64,
-    cursor_dirty: bool,
+    pub(super) budget: Option<Budget>,
+    pub(super) next_seq: u64,
+    pub(super) next_event_seq: u64,
+    pub(super) cursor_readings: u64,
+    pub(super) cursor_events: u64,
+    pub(super) cursor_dirty: bool,
     /// device → tag → [(unit, tag id)]: avoids a query per reading and a key allocation per lookup.
     tag_ids: TagIds,
     /// Per-tag counts accumulated in the current batch, indexed by tag id.
     tag_counts: Vec<(u64, u64)>,
+    pub(super) epoch: u64,
+    pub(super) high_water: HighWater,
+    pub(super) arrivals: Arrivals,
+    /// Bytes the events take (see `budget::EVENT_ROW_OVERHEAD`); kept only under a size budget.
+    pub(super) event_bytes: u64,
+    /// Events that could not be stored yet (disk full, I/O error), oldest first; retried.
+    pub(super) held: VecDeque<HeldEvent>,
+    /// Set by `Store::close` when the writer must stop now even if a commit keeps failing.
+    abort: Arc<AtomicBool>,
+    /// Highest seq of each stream already reported as unreadable, so a range is counted once.
+    pub(super) corrupt_reported: (u64, u64),
+    /// The events outgrew their share: prune before waiting for more work.
+    pub(super) pending_maintenance: bool,
 }
 
 enum Got {
@@ -50,8 +65,10 @@ impl Writer {
         cfg: StoreConfig,
         stats: Arc<StoreStats>,
         batches: broadcast::Sender<Arc<CommittedBatch>>,
+        abort: Arc<AtomicBool>,
+        clock: Box<dyn Clock>,
     ) -> rusqlite::Result<Self> {
-        let budget = cfg.max_size.map(Budget::new);
+        let budget = cfg.max_size.map(|m| Budget::new(m, cfg.events_share));
         let wal_limit = budget
             .as_ref()
             .map(|b| b.wal_limit)
@@ -68,17 +85,28 @@ impl Writer {
                 r.get::<_, i64>(0)
             })?
             .max(0) as u64;
-        let next_seq = get(keys::NEXT_READING_SEQ)?.max(max_seq + 1).max(1);
-        let next_event_seq = get(keys::NEXT_EVENT_SEQ)?.max(max_event + 1).max(1);
-        let cursor_readings = get(keys::CURSOR_READINGS)?;
-        let cursor_events = get(keys::CURSOR_EVENTS)?;
+        let mut next_seq = get(keys::NEXT_READING_SEQ)?.max(max_seq + 1).max(1);
+        let mut next_event_seq = get(keys::NEXT_EVENT_SEQ)?.max(max_event + 1).max(1);
+        let marks = identity::marks_path(&cfg.path);
+        let (epoch, reset) = identity::settle(&conn, &marks, &mut next_seq, &mut next_event_seq)?;
+        let cursor_readings = get(keys::CURSOR_READINGS)?.min(next_seq - 1);
+        let cursor_events = get(keys::CURSOR_EVENTS)?.min(next_event_seq - 1);
+        let event_bytes = match budget {
+            Some(_) => budget::event_bytes(&conn)?,
+            None => 0,
+        };
+        stats.epoch.store(epoch, Relaxed);
         stats
             .dropped_unforwarded
             .store(get(keys::DROPPED_UNFORWARDED)?, Relaxed);
+        stats
+            .dropped_events
+            .store(get(keys::DROPPED_EVENTS)?, Relaxed);
         stats.last_seq.store(next_seq - 1, Relaxed);
         stats.last_event_seq.store(next_event_seq - 1, Relaxed);
         stats.cursor_readings.store(cursor_readings, Relaxed);
         stats.cursor_events.store(cursor_events, Relaxed);
+        let arrivals = Arrivals::new(&conn, clock, cfg.max_age)?;
         let mut w = Writer {
             cfg,
             conn,
@@ -92,8 +120,31 @@ impl Writer {
             cursor_dirty: false,
             tag_ids: HashMap::new(),
             tag_counts: Vec::new(),
+            epoch,
+            high_water: HighWater::new(marks, epoch),
+            arrivals,
+            event_bytes,
+            held: VecDeque::new(),
+            abort,
+            corrupt_reported: (cursor_readings, cursor_events),
+            pending_maintenance: false,
         };
         w.load_tags()?;
+        if let Some(reset) = reset {
+            tracing::error!(
+                reason = reset.reason,
+                old_epoch = reset.old_epoch.map(identity::format_epoch),
+                new_epoch = %identity::format_epoch(reset.new_epoch),
+                last_seq_in_database = reset.db_readings,
+                high_water = reset.mark_readings,
+                last_event_seq_in_database = reset.db_events,
+                event_high_water = reset.mark_events,
+                "the store went backwards (lost its tail or was replaced): a new epoch starts and sequences continue above the high-water marks, so no (epoch, seq) is reused"
+            );
+            w.append_event(chrono::Utc::now(), "agent.store_reset", &reset.event_body())?;
+        }
+        w.high_water
+            .update(w.next_seq - 1, w.next_event_seq - 1, true);
         Ok(w)
     }
 
@@ -176,7 +227,7 @@ impl Writer {
                     break;
                 }
             }
-            if now >= next_maintenance {
+            if now >= next_maintenance || self.pending_maintenance {
                 self.maintenance(&committed);
                 next_maintenance = Instant::now() + self.cfg.maintenance_interval;
             }
@@ -211,23 +262,52 @@ impl Writer {
                     body,
                     reply,
                 }) => {
-                    let result = self
-                        .append_event(ts, &kind, &body)
-                        .map_err(|e| e.to_string());
-                    if let Err(e) = &result {
-                        tracing::error!(error = %e, kind, "cannot store an event");
-                    }
+                    self.submit_event(HeldEvent {
+                        ts,
+                        kind,
+                        body,
+                        reply,
+                    });
                     let _ = committed.send(self.committed());
-                    if let Some(reply) = reply {
-                        let _ = reply.send(result);
-                    }
                 }
                 Got::Ctrl(Control::Ack { stream, seq }) => self.ack(stream, seq),
+                Got::Ctrl(Control::Unreadable {
+                    stream,
+                    first_seq,
+                    last_seq,
+                }) => self.record_unreadable(stream, first_seq, last_seq, &committed),
                 Got::Ctrl(Control::Flush(w)) => flush_waiters.push(w),
+                #[cfg(test)]
+                Got::Ctrl(Control::Pragma(name, value)) => {
+                    if let Err(e) = self.conn.pragma_update(None, &name, value) {
+                        tracing::error!(error = %e, name, "test pragma failed");
+                    }
+                }
                 Got::Ctrl(Control::Shutdown) | Got::CtrlClosed => shutting_down = true,
                 Got::DataClosed => data_open = false,
                 Got::Timeout => {}
             }
+        }
+        self.close();
+    }
+
+    /// The last steps of a clean stop: everything committed stays committed whatever fails here.
+    fn close(&mut self) {
+        if self.abort.load(Relaxed) {
+            self.fail_held("the store was stopped before it could store this event");
+            tracing::warn!(
+                last_seq = self.next_seq - 1,
+                "store stopped without its final bookkeeping (it was told to stop at once)"
+            );
+            self.high_water
+                .update(self.next_seq - 1, self.next_event_seq - 1, true);
+            self.high_water.finish();
+            return;
+        }
+        self.flush_held();
+        self.fail_held("the store stopped before it could store this event");
+        if let Err(e) = self.arrivals.mark(&self.conn, self.next_seq) {
+            tracing::warn!(error = %e, "cannot record the arrival time of the last readings");
         }
         if let Err(e) = self.persist_cursors() {
             tracing::error!(error = %e, "cannot persist the forwarding cursors at shutdown");
@@ -236,14 +316,18 @@ impl Writer {
         if let Err(e) = self.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
             tracing::warn!(error = %e, "WAL checkpoint at shutdown failed");
         }
+        self.high_water
+            .update(self.next_seq - 1, self.next_event_seq - 1, true);
+        self.high_water.finish();
         tracing::info!(
             last_seq = self.next_seq - 1,
             cursor = self.cursor_readings,
+            epoch = %identity::format_epoch(self.epoch),
             "store closed"
         );
     }
 
-    fn ack(&mut self, stream: Stream, seq: u64) {
+    pub(super) fn ack(&mut self, stream: Stream, seq: u64) {
         match stream {
             Stream::Readings if seq > self.cursor_readings => {
                 self.cursor_readings = seq.min(self.next_seq - 1);
@@ -262,7 +346,8 @@ impl Writer {
     }
 
     /// Commits `pending`; on failure (disk full, I/O error) keeps the readings, makes room and retries, so
-    /// nothing handed to the store is dropped silently. Drivers see back-pressure meanwhile.
+    /// nothing handed to the store is dropped silently. Drivers see back-pressure meanwhile. Gives up when
+    /// `Store::close` says the process must stop now (what is committed stays committed).
     fn commit_with_retry(
         &mut self,
         pending: &mut Vec<Reading>,
@@ -279,8 +364,14 @@ impl Writer {
                 Ok(batch) => {
                     let _ = committed.send(self.committed());
                     let _ = self.batches.send(Arc::new(batch));
+                    self.high_water
+                        .update(self.next_seq - 1, self.next_event_seq - 1, false);
+                    if !self.held.is_empty() {
+                        self.flush_held();
+                    }
                     if let Some(b) = &self.budget
-                        && budget::over(&self.conn, &self.cfg.path, b).unwrap_or(false)
+                        && budget::over(&self.conn, &self.cfg.path, b, self.event_bytes)
+                            .unwrap_or(false)
                     {
                         self.maintenance(committed);
                     }
@@ -290,7 +381,7 @@ impl Writer {
                     attempts += 1;
                     self.stats.commit_errors.fetch_add(1, Relaxed);
                     tracing::error!(error = %e, readings = pending.len(), attempts, "commit failed; retrying");
-                    if shutting_down && attempts >= 3 {
+                    if self.abort.load(Relaxed) || (shutting_down && attempts >= 3) {
                         tracing::error!(
                             readings = pending.len(),
                             "giving up at shutdown: these readings were never acknowledged"
@@ -299,7 +390,11 @@ impl Writer {
                         return;
                     }
                     self.maintenance(committed);
-                    std::thread::sleep(delay);
+                    // Sleep in slices so a stop request is seen at once.
+                    let until = Instant::now() + delay;
+                    while Instant::now() < until && !self.abort.load(Relaxed) {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
@@ -308,6 +403,34 @@ impl Writer {
 
     /// One transaction for the whole batch. Returns the committed batch with its first sequence number.
     fn commit(&mut self, pending: &mut Vec<Reading>) -> rusqlite::Result<CommittedBatch> {
+        let first_seq = self.next_seq;
+        let new_tags = match self.write_batch(pending) {
+            Ok(t) => t,
+            Err(e) => {
+                // Nothing of the transaction exists: forget the ids it interned and its arrival mark.
+                self.arrivals.forget_mark(&self.conn);
+                self.tag_ids.clear();
+                self.tag_counts.iter_mut().for_each(|c| *c = (0, 0));
+                self.load_tags()?;
+                return Err(e);
+            }
+        };
+        self.cursor_dirty = false;
+        let n = pending.len() as u64;
+        self.next_seq += n;
+        self.stats.committed.fetch_add(n, Relaxed);
+        self.stats.transactions.fetch_add(1, Relaxed);
+        self.stats.last_seq.store(self.next_seq - 1, Relaxed);
+        self.publish_tag_counts(new_tags);
+        let readings = std::mem::replace(pending, Vec::with_capacity(self.cfg.batch_size));
+        Ok(CommittedBatch {
+            first_seq,
+            readings,
+        })
+    }
+
+    /// Inserts and commits the batch; returns the tags it added.
+    fn write_batch(&mut self, pending: &[Reading]) -> rusqlite::Result<Vec<(i64, String, String)>> {
         let first_seq = self.next_seq;
         let tx = self.conn.transaction()?;
         let mut new_tags = Vec::new();
@@ -345,30 +468,14 @@ impl Writer {
                 seq += 1;
             }
             schema::meta_set(&tx, keys::NEXT_READING_SEQ, seq as i64)?;
+            self.arrivals.mark(&tx, seq)?;
             if self.cursor_dirty {
                 schema::meta_set(&tx, keys::CURSOR_READINGS, self.cursor_readings as i64)?;
                 schema::meta_set(&tx, keys::CURSOR_EVENTS, self.cursor_events as i64)?;
             }
         }
-        if let Err(e) = tx.commit() {
-            // Ids interned in the failed transaction do not exist: forget them.
-            self.tag_ids.clear();
-            self.tag_counts.iter_mut().for_each(|c| *c = (0, 0));
-            self.load_tags()?;
-            return Err(e);
-        }
-        self.cursor_dirty = false;
-        let n = pending.len() as u64;
-        self.next_seq += n;
-        self.stats.committed.fetch_add(n, Relaxed);
-        self.stats.transactions.fetch_add(1, Relaxed);
-        self.stats.last_seq.store(self.next_seq - 1, Relaxed);
-        self.publish_tag_counts(new_tags);
-        let readings = std::mem::replace(pending, Vec::with_capacity(self.cfg.batch_size));
-        Ok(CommittedBatch {
-            first_seq,
-            readings,
-        })
+        tx.commit()?;
+        Ok(new_tags)
     }
 
     fn publish_tag_counts(&mut self, new_tags: Vec<(i64, String, String)>) {
@@ -391,110 +498,6 @@ impl Writer {
                 *bad = 0;
             }
         }
-    }
-
-    fn append_event(
-        &mut self,
-        ts: chrono::DateTime<Utc>,
-        kind: &str,
-        body: &serde_json::Value,
-    ) -> rusqlite::Result<u64> {
-        let seq = self.next_event_seq;
-        let tx = self.conn.transaction()?;
-        tx.prepare_cached("INSERT INTO events (seq, ts, kind, body) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![seq as i64, micros(ts), kind, body.to_string()])?;
-        schema::meta_set(&tx, keys::NEXT_EVENT_SEQ, (seq + 1) as i64)?;
-        tx.commit()?;
-        self.next_event_seq += 1;
-        self.stats.events.fetch_add(1, Relaxed);
-        self.stats.last_event_seq.store(seq, Relaxed);
-        Ok(seq)
-    }
-
-    fn persist_cursors(&mut self) -> rusqlite::Result<()> {
-        if !self.cursor_dirty {
-            return Ok(());
-        }
-        let tx = self.conn.transaction()?;
-        schema::meta_set(&tx, keys::CURSOR_READINGS, self.cursor_readings as i64)?;
-        schema::meta_set(&tx, keys::CURSOR_EVENTS, self.cursor_events as i64)?;
-        tx.commit()?;
-        self.cursor_dirty = false;
-        Ok(())
-    }
-
-    /// Periodic work: persist the cursors, enforce the disk budget and the age limit, refresh the stats.
-    fn maintenance(&mut self, committed: &watch::Sender<Committed>) {
-        if let Err(e) = self.persist_cursors() {
-            tracing::error!(error = %e, "cannot persist the forwarding cursors");
-        }
-        let outcome = budget::enforce(
-            &mut self.conn,
-            &self.cfg,
-            self.budget.as_ref(),
-            self.cursor_readings,
-            self.cursor_events,
-        );
-        match outcome {
-            Ok(out) => {
-                self.stats.pruned.fetch_add(out.pruned, Relaxed);
-                if let Some(drop) = out.dropped {
-                    self.record_drop(drop, committed);
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "pruning failed"),
-        }
-        if let Ok(bytes) = budget::disk_bytes(&self.cfg.path) {
-            self.stats.disk_bytes.store(bytes, Relaxed);
-        }
-        let oldest = self
-            .conn
-            .query_row(
-                "SELECT ts FROM readings WHERE seq > ?1 ORDER BY seq LIMIT 1",
-                [self.cursor_readings as i64],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap_or(0);
-        self.stats
-            .oldest_unforwarded_us
-            .store(oldest.max(0) as u64, Relaxed);
-    }
-
-    /// Unforwarded readings had to go: count, log, move the cursor past them and raise an agent alarm.
-    fn record_drop(&mut self, drop: budget::Dropped, committed: &watch::Sender<Committed>) {
-        let total = self
-            .stats
-            .dropped_unforwarded
-            .fetch_add(drop.count, Relaxed)
-            + drop.count;
-        tracing::warn!(
-            first_seq = drop.first_seq,
-            last_seq = drop.last_seq,
-            count = drop.count,
-            total,
-            reason = drop.reason,
-            "dropped unforwarded readings to stay within the store's limits"
-        );
-        self.ack(Stream::Readings, drop.last_seq);
-        let body = serde_json::json!({
-            "kind": "agent.data_dropped",
-            "severity": "violation",
-            "reason": drop.reason,
-            "first_seq": drop.first_seq,
-            "last_seq": drop.last_seq,
-            "count": drop.count,
-            "total_dropped": total,
-        });
-        let result = (|| -> rusqlite::Result<()> {
-            schema::meta_set(&self.conn, keys::DROPPED_UNFORWARDED, total as i64)?;
-            self.persist_cursors()?;
-            self.append_event(Utc::now(), "agent.data_dropped", &body)?;
-            Ok(())
-        })();
-        if let Err(e) = result {
-            tracing::error!(error = %e, "cannot record dropped readings");
-        }
-        let _ = committed.send(self.committed());
     }
 }
 

@@ -1,0 +1,302 @@
+//! The store's identity: a random `epoch` created with each database, and high-water marks of both
+//! sequences kept *outside* the database, so that losing the database's tail (a WAL deleted after a
+//! crash, a power cut with `synchronous = normal`, a truncated file, a restored backup) is noticed
+//! instead of silently handing out sequence numbers that subscribers already saw.
+//!
+//! Policy when the database is behind its high-water mark, or new while a mark exists: the store starts
+//! a **new epoch** and also **continues both sequences above the mark**, so neither `(agent, epoch, seq)`
+//! nor even `(agent, seq)` is ever reused for different data. The reset is logged and stored as an
+//! `agent.store_reset` alarm. The marks are written at most every [`WRITE_EVERY`] and at a clean stop;
+//! what was committed in the last interval before the loss is covered by the new epoch, not the marks.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+use super::schema::{self, keys};
+
+/// How often the high-water file is rewritten while sequences move (each write is an fsync).
+pub const WRITE_EVERY: Duration = Duration::from_secs(1);
+
+/// The epoch as it appears in payloads: 16 lowercase hex digits.
+pub fn format_epoch(epoch: u64) -> String {
+    format!("{epoch:016x}")
+}
+
+fn parse_epoch(s: &str) -> Option<u64> {
+    u64::from_str_radix(s, 16).ok()
+}
+
+/// A fresh random epoch: 63 bits (it is stored as a positive SQLite integer), never 0.
+pub fn random_epoch() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    // RandomState is keyed from the OS's random source; fastrand adds its own seed.
+    let v = RandomState::new().hash_one((nanos, std::process::id())) ^ fastrand::u64(..);
+    (v >> 1).max(1)
+}
+
+/// Where the marks of the database at `db` are kept: beside it, so the pair moves together.
+pub fn marks_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".highwater");
+    PathBuf::from(p)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct MarksFile {
+    epoch: String,
+    readings: u64,
+    events: u64,
+}
+
+/// What the identity check found at start when the database went backwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reset {
+    pub reason: &'static str,
+    pub old_epoch: Option<u64>,
+    pub new_epoch: u64,
+    /// Last seqs found in the database.
+    pub db_readings: u64,
+    pub db_events: u64,
+    /// Last seqs the marks file recorded.
+    pub mark_readings: u64,
+    pub mark_events: u64,
+}
+
+impl Reset {
+    pub fn event_body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kind": "agent.store_reset",
+            "severity": "violation",
+            "reason": self.reason,
+            "old_epoch": self.old_epoch.map(format_epoch),
+            "new_epoch": format_epoch(self.new_epoch),
+            "readings": {"last_seq_in_database": self.db_readings, "high_water": self.mark_readings},
+            "events": {"last_seq_in_database": self.db_events, "high_water": self.mark_events},
+        })
+    }
+}
+
+/// Decides the epoch at start and moves `next_seq`/`next_event_seq` above the marks when the database
+/// went backwards. Writes the epoch into `meta`.
+pub fn settle(
+    conn: &Connection,
+    marks_path: &Path,
+    next_seq: &mut u64,
+    next_event_seq: &mut u64,
+) -> rusqlite::Result<(u64, Option<Reset>)> {
+    let db_epoch = schema::meta_get(conn, keys::EPOCH)?.map(|e| e as u64);
+    let marks = read_marks(marks_path);
+    let (db_r, db_e) = (*next_seq - 1, *next_event_seq - 1);
+    let reason = match (&marks, db_epoch) {
+        (None, _) => None,
+        (Some((_, r, e)), None) if *r > 0 || *e > 0 => Some("new database"),
+        (Some(_), None) => None,
+        (Some((m_epoch, _, _)), Some(epoch)) if *m_epoch != epoch => {
+            Some("the database is not the one the high-water marks belong to")
+        }
+        (Some((_, r, e)), Some(_)) if db_r < *r || db_e < *e => {
+            Some("the database lost committed data (sequence numbers went backwards)")
+        }
+        _ => None,
+    };
+    let (epoch, reset) = match (reason, &marks) {
+        (Some(reason), Some((m_epoch, r, e))) => {
+            let new_epoch = random_epoch();
+            *next_seq = (*next_seq).max(r + 1);
+            *next_event_seq = (*next_event_seq).max(e + 1);
+            (
+                new_epoch,
+                Some(Reset {
+                    reason,
+                    // A new database has none: the marks tell which epoch came before.
+                    old_epoch: db_epoch.or(Some(*m_epoch)),
+                    new_epoch,
+                    db_readings: db_r,
+                    db_events: db_e,
+                    mark_readings: *r,
+                    mark_events: *e,
+                }),
+            )
+        }
+        _ => (db_epoch.unwrap_or_else(random_epoch), None),
+    };
+    if db_epoch != Some(epoch) {
+        schema::meta_set(conn, keys::EPOCH, epoch as i64)?;
+        // Keep the moved sequences even if nothing is committed before the next crash.
+        schema::meta_set(conn, keys::NEXT_READING_SEQ, *next_seq as i64)?;
+        schema::meta_set(conn, keys::NEXT_EVENT_SEQ, *next_event_seq as i64)?;
+    }
+    Ok((epoch, reset))
+}
+
+fn read_marks(path: &Path) -> Option<(u64, u64, u64)> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the store's high-water marks");
+            return None;
+        }
+    };
+    match serde_json::from_str::<MarksFile>(&text) {
+        Ok(m) => parse_epoch(&m.epoch).map(|e| (e, m.readings, m.events)),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the store's high-water marks file is damaged; ignored");
+            None
+        }
+    }
+}
+
+/// Keeps the marks file current: rewritten atomically (temporary file, fsync, rename) at most every
+/// [`WRITE_EVERY`] by a thread of its own (an fsync must not stall the writer), and by the caller's
+/// thread when asked to (start, clean stop).
+pub struct HighWater {
+    path: PathBuf,
+    epoch: u64,
+    /// Latest values for the background thread; `None` once it has taken them.
+    due: Option<flume::Sender<(u64, u64)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    sent: Option<(u64, u64)>,
+    last_send: Option<Instant>,
+}
+
+impl HighWater {
+    pub fn new(path: PathBuf, epoch: u64) -> Self {
+        let (tx, rx) = flume::bounded::<(u64, u64)>(1);
+        let (p, e) = (path.clone(), epoch);
+        let thread = std::thread::Builder::new()
+            .name("store-highwater".into())
+            .spawn(move || {
+                let mut failing = false;
+                for (readings, events) in rx.iter() {
+                    write_logged(&p, e, readings, events, &mut failing);
+                }
+            })
+            .map_err(|e| tracing::warn!(error = %e, "cannot start the high-water thread; marks are written at start and stop only"))
+            .ok();
+        HighWater {
+            path,
+            epoch,
+            due: thread.as_ref().map(|_| tx),
+            thread,
+            sent: None,
+            last_send: None,
+        }
+    }
+
+    /// Records the last committed seqs if they changed and the last write is old enough; `now` writes
+    /// them on this thread at once (after whatever the background thread is writing).
+    pub fn update(&mut self, readings: u64, events: u64, now: bool) {
+        if now {
+            // Let the background writes finish first, so an older value cannot land after this one.
+            self.due.take();
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+            let mut failing = false;
+            write_logged(&self.path, self.epoch, readings, events, &mut failing);
+            self.sent = Some((readings, events));
+            let restarted = HighWater::new(self.path.clone(), self.epoch);
+            self.due = restarted.due;
+            self.thread = restarted.thread;
+            return;
+        }
+        if self.sent == Some((readings, events))
+            || self.last_send.is_some_and(|t| t.elapsed() < WRITE_EVERY)
+        {
+            return;
+        }
+        // A full channel means the thread is still writing: the next update sends newer values.
+        if let Some(due) = &self.due
+            && due.try_send((readings, events)).is_ok()
+        {
+            self.sent = Some((readings, events));
+            self.last_send = Some(Instant::now());
+        }
+    }
+
+    /// Stops the background thread after its last write.
+    pub fn finish(&mut self) {
+        self.due.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn write_logged(path: &Path, epoch: u64, readings: u64, events: u64, failing: &mut bool) {
+    let marks = MarksFile {
+        epoch: format_epoch(epoch),
+        readings,
+        events,
+    };
+    match write_atomically(path, &marks) {
+        Ok(()) => {
+            if *failing {
+                tracing::info!(path = %path.display(), "the store's high-water marks are written again");
+                *failing = false;
+            }
+        }
+        Err(e) if !*failing => {
+            *failing = true;
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the store's high-water marks");
+        }
+        Err(_) => {}
+    }
+}
+
+fn write_atomically(path: &Path, marks: &MarksFile) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(marks).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_are_random_positive_and_formatted_as_16_hex_digits() {
+        let a = random_epoch();
+        let b = random_epoch();
+        assert_ne!(a, b);
+        assert!(a > 0 && a <= i64::MAX as u64);
+        assert_eq!(format_epoch(a).len(), 16);
+        assert_eq!(parse_epoch(&format_epoch(a)), Some(a));
+    }
+
+    #[test]
+    fn the_marks_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = marks_path(&dir.path().join("x.db"));
+        let mut hw = HighWater::new(p.clone(), 42);
+        hw.update(10, 3, true);
+        assert_eq!(read_marks(&p), Some((42, 10, 3)));
+        hw.update(11, 3, false); // in the background
+        hw.update(12, 3, false); // too soon: not written
+        hw.finish();
+        assert_eq!(read_marks(&p), Some((42, 11, 3)));
+        hw.update(12, 4, true);
+        assert_eq!(read_marks(&p), Some((42, 12, 4)));
+    }
+}
