@@ -29,9 +29,9 @@ pub fn open_writer(
             Synchronous::Full => "FULL",
         },
     )?;
-    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
-    let wal_pages = (wal_limit_bytes as i64 / page_size.max(512)).clamp(16, 1000);
-    conn.pragma_update(None, "wal_autocheckpoint", wal_pages)?;
+    // No checkpoint inside commits: the writer checkpoints (PASSIVE) from its maintenance and when the
+    // WAL passes `wal_limit_bytes` after a commit (see `Writer::checkpoint_if_large`).
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "journal_size_limit", wal_limit_bytes as i64)?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
