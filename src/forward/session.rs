@@ -333,31 +333,42 @@ impl Forwarder {
                 continue;
             }
             if st.next.readings < committed.readings {
+                // Behind (more than a message's worth waiting) with part of the window still in
+                // flight: wait until half the window is free, then fill it with full messages. Filling
+                // one freed slot after each acknowledgement sent one device's tick per message.
+                let waiting = committed.readings - st.next.readings;
+                if waiting > self.cfg.max_readings_per_message as u64
+                    && st.tracker.in_flight() > 0
+                    && room < limits.window.div_ceil(2)
+                {
+                    return Ok(());
+                }
                 let want = room
                     .saturating_mul(self.cfg.max_readings_per_message)
                     .min(MAX_FETCH);
-                let rows = self
-                    .reader
-                    .readings_after(st.next.readings, want)
+                let from = st.next.readings;
+                let rows = off_the_async_workers(|| self.reader.readings_after(from, want))
                     .map_err(FillError::Store)?;
                 if rows.is_empty() {
                     st.next.readings = committed.readings;
                     continue;
                 }
-                let mut packer = payload::Packer::new(
-                    &self.agent_id,
-                    &epoch,
-                    self.cfg.max_readings_per_message,
-                    self.cfg.max_message_size as usize,
-                );
-                let mut hi = st.next.readings;
-                for r in &rows {
-                    if !packer.push(r, room) {
-                        break;
+                let (messages, hi) = off_the_async_workers(|| {
+                    let mut packer = payload::Packer::new(
+                        &self.agent_id,
+                        &epoch,
+                        self.cfg.max_readings_per_message,
+                        self.cfg.max_message_size as usize,
+                    );
+                    let mut hi = from;
+                    for r in &rows {
+                        if !packer.push(r, room) {
+                            break;
+                        }
+                        hi = r.seq;
                     }
-                    hi = r.seq;
-                }
-                let messages = packer.finish();
+                    (packer.finish(), hi)
+                });
                 let window = st
                     .tracker
                     .open_window(Stream::Readings, hi, messages.len() as u32);
@@ -396,5 +407,15 @@ impl Forwarder {
         if let Some((stream, seq)) = st.tracker.skip(window) {
             self.advance(st, stream, seq);
         }
+    }
+}
+
+/// Runs blocking work (a store read) so that it does not hold up the runtime's other tasks: on a
+/// multi-threaded runtime the worker hands its queue to another thread first (`block_in_place`); on a
+/// current-thread runtime (some tests) it just runs.
+fn off_the_async_workers<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
