@@ -171,6 +171,15 @@ pub enum Synchronous {
     Full,
 }
 
+/// The JSON layout of data messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JsonFormat {
+    #[default]
+    Default,
+    Compact,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
@@ -221,6 +230,10 @@ pub struct MqttConfig {
     /// Run an in-process broker (rumqttd) on the url's port: for the demo and trials only.
     #[serde(default)]
     pub embedded_broker: bool,
+    /// Data message format: `default` (one object per reading) or `compact` (device and tag table once
+    /// per message, one array per reading; see the README).
+    #[serde(default)]
+    pub json: JsonFormat,
 }
 
 fn default_prefix() -> String {

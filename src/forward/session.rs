@@ -354,11 +354,12 @@ impl Forwarder {
                     continue;
                 }
                 let (messages, hi) = off_the_async_workers(|| {
-                    let mut packer = payload::Packer::new(
+                    let mut packer = payload::Packer::with_format(
                         &self.agent_id,
                         &epoch,
                         self.cfg.max_readings_per_message,
                         self.cfg.max_message_size as usize,
+                        self.cfg.json,
                     );
                     let mut hi = from;
                     for r in &rows {
