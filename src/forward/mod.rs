@@ -97,6 +97,8 @@ struct State {
     status_pending: bool,
     incoming_strikes: u32,
     commands_paused_until: Option<Instant>,
+    /// Committed batches as the writer hands them out, for the fast path.
+    batches: tokio::sync::broadcast::Receiver<Arc<crate::store::CommittedBatch>>,
 }
 
 impl Forwarder {
@@ -134,6 +136,7 @@ impl Forwarder {
             status_pending: false,
             incoming_strikes: 0,
             commands_paused_until: None,
+            batches: self.store.subscribe(),
         };
         loop {
             let mut link = Link::open(opts.clone(), limits.total + 64);

@@ -109,6 +109,7 @@ struct CompactTable {
 }
 
 impl<'a> Packer<'a> {
+    #[cfg(test)]
     pub fn new(agent: &'a str, epoch: &'a str, max_readings: usize, max_bytes: usize) -> Self {
         Self::with_format(agent, epoch, max_readings, max_bytes, JsonFormat::Default)
     }
@@ -148,10 +149,15 @@ impl<'a> Packer<'a> {
 
     /// Adds one reading unless that would open message number `max_messages + 1`; returns false then.
     pub fn push(&mut self, r: &StoredReading, max_messages: usize) -> bool {
-        let device = &*r.reading.device;
+        self.push_reading(r.seq, &r.reading, max_messages)
+    }
+
+    /// [`Packer::push`] for a reading held in memory (a committed batch) with its seq.
+    pub fn push_reading(&mut self, seq: u64, r: &Reading, max_messages: usize) -> bool {
+        let device = &*r.device;
         let mut idx = self.open.iter().position(|o| o.device == device);
         if let Some(i) = idx {
-            self.encode(Some(i), r);
+            self.encode(Some(i), seq, r);
             let o = &self.open[i];
             let fixed = o.compact.as_ref().map_or(0, |c| c.fixed_bytes);
             if o.n >= self.max_readings
@@ -175,34 +181,34 @@ impl<'a> Packer<'a> {
                 o.buf.push(b',');
                 o.buf.extend_from_slice(&self.scratch);
                 o.n += 1;
-                o.hi = r.seq;
+                o.hi = seq;
             }
-            None => self.start(r),
+            None => self.start(seq, r),
         }
         true
     }
 
     /// Encodes `r` into `scratch` for the open message `open` (None: a new one).
-    fn encode(&mut self, open: Option<usize>, r: &StoredReading) {
+    fn encode(&mut self, open: Option<usize>, seq: u64, r: &Reading) {
         self.scratch.clear();
         match self.format {
-            JsonFormat::Default => encode_reading(r.seq, &r.reading, &mut self.scratch),
+            JsonFormat::Default => encode_reading(seq, r, &mut self.scratch),
             JsonFormat::Compact => {
                 let Some(table) = open.and_then(|i| self.open[i].compact.as_mut()) else {
                     return;
                 };
-                encode_compact(table, r, &mut self.scratch);
+                encode_compact(table, seq, r, &mut self.scratch);
             }
         }
     }
 
-    fn start(&mut self, r: &StoredReading) {
-        let device = &*r.reading.device;
+    fn start(&mut self, seq: u64, r: &Reading) {
+        let device = &*r.device;
         let mut buf;
         let compact = match self.format {
             JsonFormat::Default => {
                 self.scratch.clear();
-                encode_reading(r.seq, &r.reading, &mut self.scratch);
+                encode_reading(seq, r, &mut self.scratch);
                 buf = self.header(device);
                 buf.extend_from_slice(b",\"readings\":[");
                 None
@@ -210,13 +216,13 @@ impl<'a> Packer<'a> {
             JsonFormat::Compact => {
                 let header = self.header(device).len();
                 let mut table = CompactTable {
-                    t0_us: r.reading.ts.timestamp_micros(),
+                    t0_us: r.ts.timestamp_micros(),
                     index: HashMap::new(),
                     tags: Vec::new(),
                     fixed_bytes: header + 64,
                 };
                 self.scratch.clear();
-                encode_compact(&mut table, r, &mut self.scratch);
+                encode_compact(&mut table, seq, r, &mut self.scratch);
                 buf = Vec::with_capacity(self.max_bytes.min(64 * 1024));
                 Some(table)
             }
@@ -226,8 +232,8 @@ impl<'a> Packer<'a> {
             device: device.to_string(),
             buf,
             n: 1,
-            lo: r.seq,
-            hi: r.seq,
+            lo: seq,
+            hi: seq,
             compact,
         });
     }
@@ -281,9 +287,8 @@ impl<'a> Packer<'a> {
 
 /// One reading in the compact format: `[seq, tag index, µs after t0, value]`, plus `quality` and
 /// `reason` when the quality is not good. Adds the tag to the table when it is new.
-fn encode_compact(table: &mut CompactTable, r: &StoredReading, out: &mut Vec<u8>) {
+fn encode_compact(table: &mut CompactTable, seq: u64, rd: &Reading, out: &mut Vec<u8>) {
     use std::io::Write;
-    let rd = &r.reading;
     let key = (rd.tag.clone(), rd.unit.clone());
     let next = table.tags.len();
     let tag = *table.index.entry(key).or_insert(next);
@@ -292,7 +297,7 @@ fn encode_compact(table: &mut CompactTable, r: &StoredReading, out: &mut Vec<u8>
         table.tags.push((rd.tag.clone(), rd.unit.clone()));
     }
     let dt = rd.ts.timestamp_micros() - table.t0_us;
-    let _ = write!(out, "[{},{},{},", r.seq, tag, dt);
+    let _ = write!(out, "[{},{},{},", seq, tag, dt);
     let _ = serde_json::to_writer(&mut *out, &value_json(&rd.value));
     if !rd.quality.is_good() {
         out.push(b',');

@@ -380,8 +380,10 @@ impl Writer {
         loop {
             match self.commit(pending) {
                 Ok(batch) => {
-                    let _ = committed.send(self.committed());
+                    // The batch first: a forwarder that is caught up packs it from memory and then
+                    // finds nothing left to read when the new head arrives.
                     let _ = self.batches.send(Arc::new(batch));
+                    let _ = committed.send(self.committed());
                     self.high_water
                         .update(self.next_seq - 1, self.next_event_seq - 1, false);
                     if !self.held.is_empty() {
