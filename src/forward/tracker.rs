@@ -216,4 +216,23 @@ mod tests {
         assert_eq!(cur(t.acked(1)), None);
         assert_eq!(cur(t.acked(99)), None);
     }
+
+    #[test]
+    fn a_skipped_message_counts_as_delivered_and_the_oldest_unacked_is_known() {
+        let mut t = Tracker::default();
+        let w = t.open_window(Stream::Events, 3, 3);
+        t.sent(Some(w), k(1));
+        assert_eq!(t.skip(w), None, "seq 2 skipped, 1 and 3 outstanding");
+        t.sent(Some(w), k(3));
+        assert_eq!(t.oldest_unacked(), Some(&k(1)), "not yet written");
+        t.outgoing(10);
+        t.outgoing(11);
+        assert_eq!(t.oldest_unacked(), Some(&k(1)));
+        assert_eq!(cur(t.acked(10)), None);
+        assert_eq!(t.oldest_unacked(), Some(&k(3)));
+        let a = t.acked(11).unwrap();
+        assert_eq!(a.cursor, Some((Stream::Events, 3)));
+        assert_eq!(a.key, k(3));
+        assert_eq!(t.oldest_unacked(), None);
+    }
 }
