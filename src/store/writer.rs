@@ -100,7 +100,11 @@ impl Writer {
         let cursor_readings = get(keys::CURSOR_READINGS)?.min(next_seq - 1);
         let cursor_events = get(keys::CURSOR_EVENTS)?.min(next_event_seq - 1);
         let event_bytes = match budget {
-            Some(_) => budget::event_bytes(&conn)?,
+            // A damaged events table must not keep the agent from starting.
+            Some(_) => budget::event_bytes(&conn).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot measure the stored events; counting from zero");
+                0
+            }),
             None => 0,
         };
         stats.epoch.store(epoch, Relaxed);
