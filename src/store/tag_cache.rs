@@ -18,12 +18,14 @@ use lineside_drivers::Reading;
 const MAX_ENTRIES: usize = 1 << 16;
 
 type Key = (usize, usize, usize);
+/// The device, tag and unit allocations a key was made from.
+type Held = (Arc<str>, Arc<str>, Option<Arc<str>>);
 
 #[derive(Default)]
 pub(super) struct TagCache {
     ids: HashMap<Key, i64, BuildHasherDefault<WordHasher>>,
     /// Keeps the keyed allocations alive, so their addresses stay theirs.
-    held: Vec<(Arc<str>, Arc<str>, Option<Arc<str>>)>,
+    held: Vec<Held>,
 }
 
 fn key(r: &Reading) -> Key {
