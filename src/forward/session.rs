@@ -363,13 +363,15 @@ impl Forwarder {
                     .saturating_mul(self.cfg.max_readings_per_message)
                     .min(MAX_FETCH);
                 let from = st.next.readings;
-                let rows = off_the_async_workers(|| self.reader.readings_after(from, want))
+                let rows = self
+                    .reader
+                    .readings_after(from, want)
                     .map_err(FillError::Store)?;
                 if rows.is_empty() {
                     st.next.readings = committed.readings;
                     continue;
                 }
-                let (messages, hi) = off_the_async_workers(|| {
+                let (messages, hi) = {
                     let mut packer = payload::Packer::with_format(
                         &self.agent_id,
                         &epoch,
@@ -385,7 +387,7 @@ impl Forwarder {
                         hi = r.seq;
                     }
                     (packer.finish(), hi)
-                });
+                };
                 self.stats
                     .readings_from_store
                     .fetch_add(hi.saturating_sub(from), Relaxed);
@@ -410,13 +412,18 @@ impl Forwarder {
         if batch.readings.is_empty() || batch.first_seq != st.next.readings + 1 {
             return Ok(());
         }
+        // Events go first (rare and urgent, and a message the broker refuses must be the oldest one
+        // in flight to be quarantined): with events waiting, `fill` takes this batch from the store.
+        if st.next.events < self.committed.borrow().events {
+            return Ok(());
+        }
         let room = limits.window.saturating_sub(st.tracker.in_flight());
         if room == 0 {
             return Ok(());
         }
         let epoch = self.reader.epoch_str();
         let from = st.next.readings;
-        let (messages, hi) = off_the_async_workers(|| {
+        let (messages, hi) = {
             let mut packer = payload::Packer::with_format(
                 &self.agent_id,
                 &epoch,
@@ -432,7 +439,7 @@ impl Forwarder {
                 hi = seq;
             }
             (packer.finish(), hi)
-        });
+        };
         self.stats
             .readings_from_memory
             .fetch_add(hi - from, Relaxed);
@@ -492,15 +499,5 @@ impl Forwarder {
         if let Some((stream, seq)) = st.tracker.skip(window) {
             self.advance(st, stream, seq);
         }
-    }
-}
-
-/// Runs blocking work (a store read) so that it does not hold up the runtime's other tasks: on a
-/// multi-threaded runtime the worker hands its queue to another thread first (`block_in_place`); on a
-/// current-thread runtime (some tests) it just runs.
-fn off_the_async_workers<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
     }
 }
