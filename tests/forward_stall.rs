@@ -120,12 +120,13 @@ async fn a_high_rate_without_faults_never_wedges_the_forwarder() {
     let port = rumqttd().await;
     let sub = Subscriber::start(port, BASE, false).await;
     let dir = tempfile::tempdir().unwrap();
-    // 20 devices × 50 tags every 20 ms: ≈ 50,000 readings/s offered (LINESIDE_LOAD_DEVICES more).
+    // 20 devices × 50 tags every 50 ms: 20,000 readings/s offered (LINESIDE_LOAD_DEVICES more; above
+    // ≈ 45,000/s the in-process test subscriber of a debug build falls behind rumqttd).
     let devices: usize = std::env::var("LINESIDE_LOAD_DEVICES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let text = sim_config(dir.path(), port, devices, 50, "20ms", "").replace(
+    let text = sim_config(dir.path(), port, devices, 50, "50ms", "").replace(
         "max_readings_per_message = 200",
         "max_readings_per_message = 1000",
     );
@@ -159,6 +160,14 @@ async fn a_high_rate_without_faults_never_wedges_the_forwarder() {
         acked / secs.max(1)
     );
     assert!(acked > 0);
-    assert!(sub.wait_for_all(acked, Duration::from_secs(60)).await);
+    sub.wait_for_all(acked, Duration::from_secs(60)).await;
+    {
+        let seen = sub.seen.lock().unwrap();
+        eprintln!(
+            "subscriber: {} readings, {} duplicates",
+            seen.readings.len(),
+            seen.duplicates
+        );
+    }
     assert_all(&sub, acked);
 }

@@ -16,6 +16,8 @@ use crate::store::{Committed, Stream};
 
 /// How often the loop turns without events: retries, status, the watchdog, the intake's tick.
 const TICK: Duration = Duration::from_millis(500);
+/// Events handled in one turn of the loop at most.
+const EVENT_BATCH: usize = 256;
 /// Most rows read from the store per fetch.
 const MAX_FETCH: usize = 20_000;
 
@@ -66,13 +68,38 @@ impl Forwarder {
         let mut connected = false;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_tick = Instant::now();
         loop {
+            // Not biased: acknowledgements, commits, side messages and the tick all get their turn.
             tokio::select! {
-                biased;
                 _ = shutdown.cancelled() => return Ended::Shutdown { connected },
                 ev = link.events.recv() => match ev {
                     Some(Ok(ev)) => {
-                        if let Err(ended) = self.on_event(st, link, limits, &mut connected, ev) {
+                        // Take what else is waiting too, then refill the window once: one store read
+                        // for a batch of acknowledgements instead of one per acknowledgement.
+                        let mut acked = false;
+                        let mut next = Some(Ok(ev));
+                        let mut taken = 0;
+                        while let Some(item) = next.take() {
+                            match item {
+                                Ok(ev) => match self.on_event(st, link, limits, &mut connected, ev) {
+                                    Ok(a) => acked |= a,
+                                    Err(ended) => return ended,
+                                },
+                                Err(e) => {
+                                    return Ended::Lost {
+                                        incoming_too_large: incoming_too_large(&e),
+                                        error: e.to_string(),
+                                        established: connected,
+                                    };
+                                }
+                            }
+                            taken += 1;
+                            if taken < EVENT_BATCH {
+                                next = link.events.try_recv().ok();
+                            }
+                        }
+                        if acked && let Err(ended) = self.try_fill(st, &link.client, limits) {
                             return ended;
                         }
                     }
@@ -127,37 +154,60 @@ impl Forwarder {
                     self.publish_held(st, &link.client, limits);
                 }
                 _ = tick.tick() => {
-                    let now = Instant::now();
-                    self.stats.beat(now);
-                    if !connected {
-                        continue;
-                    }
-                    self.publish_held(st, &link.client, limits);
-                    if let Err(e) = self.try_fill(st, &link.client, limits) {
-                        return e;
-                    }
-                    let rebirth = st.intake.tick(now) == Action::Rebirth;
-                    if rebirth || st.status_pending || now >= st.status_due {
-                        st.status_due = now + self.cfg.status_interval;
-                        self.publish_status(st, &link.client, "online", false);
-                    }
-                    let head = *self.committed.borrow();
-                    let busy = st.tracker.in_flight() > 0
-                        || st.acked.readings < head.readings
-                        || st.acked.events < head.events;
-                    self.stats.set_busy(busy);
-                    if !busy {
-                        self.stats.progress(now);
-                    }
-                    let stalled_for = self.stats.stalled_for(now);
-                    if stalled_for > self.cfg.stall_timeout {
-                        return Ended::Stalled { stalled_for };
+                    if let Err(ended) = self.on_tick(st, link, limits, connected, &mut last_tick) {
+                        return ended;
                     }
                 }
+            }
+            // A busy event stream (acknowledgements at a high rate, a flood of commands) can keep the
+            // biased select from ever reaching the tick: run it from here when it is due.
+            if last_tick.elapsed() >= TICK
+                && let Err(ended) = self.on_tick(st, link, limits, connected, &mut last_tick)
+            {
+                return ended;
             }
         }
     }
 
+    /// Every [`TICK`]: the loop's heartbeat, retries, the status message, a coalesced rebirth, and
+    /// the progress watchdog.
+    fn on_tick(
+        &mut self,
+        st: &mut State,
+        link: &Link,
+        limits: &Limits,
+        connected: bool,
+        last_tick: &mut Instant,
+    ) -> Result<(), Ended> {
+        let now = Instant::now();
+        *last_tick = now;
+        self.stats.beat(now);
+        if !connected {
+            return Ok(());
+        }
+        self.publish_held(st, &link.client, limits);
+        self.try_fill(st, &link.client, limits)?;
+        let rebirth = st.intake.tick(now) == Action::Rebirth;
+        if rebirth || st.status_pending || now >= st.status_due {
+            st.status_due = now + self.cfg.status_interval;
+            self.publish_status(st, &link.client, "online", false);
+        }
+        let head = *self.committed.borrow();
+        let busy = st.tracker.in_flight() > 0
+            || st.acked.readings < head.readings
+            || st.acked.events < head.events;
+        self.stats.set_busy(busy);
+        if !busy {
+            self.stats.progress(now);
+        }
+        let stalled_for = self.stats.stalled_for(now);
+        if stalled_for > self.cfg.stall_timeout {
+            return Err(Ended::Stalled { stalled_for });
+        }
+        Ok(())
+    }
+
+    /// Handles one event; returns whether it acknowledged something (the caller refills the window).
     fn on_event(
         &mut self,
         st: &mut State,
@@ -165,7 +215,7 @@ impl Forwarder {
         limits: &Limits,
         connected: &mut bool,
         ev: Event,
-    ) -> Result<(), Ended> {
+    ) -> Result<bool, Ended> {
         match ev {
             Event::Incoming(Packet::ConnAck(_)) => {
                 *connected = true;
@@ -178,13 +228,9 @@ impl Forwarder {
                     self.publish_status(st, &link.client, "online", false);
                 }
             }
-            ev => {
-                if self.track(st, &ev) {
-                    self.try_fill(st, &link.client, limits)?;
-                }
-            }
+            ev => return Ok(self.track(st, &ev)),
         }
-        Ok(())
+        Ok(false)
     }
 
     fn on_connack(
