@@ -38,6 +38,16 @@ fn assert_complete(sub: &Subscriber, upto: u64) {
     );
 }
 
+/// The largest value of a forwarder counter in the status messages seen (the stop publishes the last).
+fn forwarder_counter(sub: &Subscriber, name: &str) -> u64 {
+    let seen = sub.seen.lock().unwrap();
+    seen.status
+        .iter()
+        .filter_map(|s| s["metrics"]["forwarder"][name].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_reading_arrives_once_in_order_through_the_embedded_broker() {
     let port = rumqttd().await;
@@ -51,6 +61,12 @@ async fn every_reading_arrives_once_in_order_through_the_embedded_broker() {
         "not everything arrived"
     );
     assert_complete(&sub, committed);
+    // Caught up at a low rate: the forwarder packs the committed batches from memory.
+    let from_memory = forwarder_counter(&sub, "packed_from_memory");
+    assert!(
+        from_memory > committed / 2,
+        "fast path: {from_memory} of {committed} readings packed from memory"
+    );
     let seen = sub.seen.lock().unwrap();
     assert!(seen.status.iter().any(|s| {
         s["state"] == "online"
@@ -97,6 +113,13 @@ async fn a_network_cut_loses_nothing() {
     let committed = db_max_seq(&db);
     assert!(sub.wait_for_all(committed, Duration::from_secs(20)).await);
     assert_complete(&sub, committed);
+    // Both paths ran: from memory while caught up, from the store to catch up after the cut.
+    let from_store = forwarder_counter(&sub, "packed_from_store");
+    let from_memory = forwarder_counter(&sub, "packed_from_memory");
+    assert!(
+        from_store > 0 && from_memory > 0,
+        "catch-up {from_store}, fast path {from_memory}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,6 +177,15 @@ pub enum Synchronous {
     Full,
 }
 
+/// The JSON layout of data messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JsonFormat {
+    #[default]
+    Default,
+    Compact,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
@@ -234,6 +243,10 @@ pub struct MqttConfig {
     /// directory) so a change restarts the forwarder like any MQTT setting.
     #[serde(skip)]
     pub sparkplug: Option<SparkplugConfig>,
+    /// Data message format: `default` (one object per reading) or `compact` (device and tag table once
+    /// per message, one array per reading; see the README).
+    #[serde(default)]
+    pub json: JsonFormat,
 }
 
 fn default_prefix() -> String {

@@ -100,6 +100,8 @@ struct State {
     commands_paused_until: Option<Instant>,
     /// The Sparkplug edge node, with `mqtt.encoding = "sparkplug"` (see `crate::sparkplug::uplink`).
     sparkplug: Option<crate::sparkplug::uplink::Uplink>,
+    /// Committed batches as the writer hands them out, for the fast path.
+    batches: tokio::sync::broadcast::Receiver<Arc<crate::store::CommittedBatch>>,
 }
 
 impl Forwarder {
@@ -138,6 +140,7 @@ impl Forwarder {
             incoming_strikes: 0,
             commands_paused_until: None,
             sparkplug: self.sparkplug_uplink()?,
+            batches: self.store.subscribe(),
         };
         loop {
             let mut conn_opts = opts.clone();

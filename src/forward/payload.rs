@@ -2,8 +2,13 @@
 //! count and a size. Nothing here knows about connections or acknowledgements; another encoding
 //! (Sparkplug B) would sit beside this module and produce the same [`DataMessage`]s.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use lineside_drivers::{Reading, Value};
 use serde::Serialize;
+
+use crate::config::JsonFormat;
 
 use crate::store::{StoredEvent, StoredReading};
 use crate::timefmt::rfc3339;
@@ -78,6 +83,7 @@ pub struct Packer<'a> {
     epoch: &'a str,
     max_readings: usize,
     max_bytes: usize,
+    format: JsonFormat,
     open: Vec<Open>,
     done: Vec<DataMessage>,
     scratch: Vec<u8>,
@@ -86,19 +92,43 @@ pub struct Packer<'a> {
 /// A message being filled: device, payload so far, readings, lowest seq.
 struct Open {
     device: String,
+    /// Default format: the whole payload so far. Compact: the readings only (the header and tag table
+    /// are written by `finish`).
     buf: Vec<u8>,
     n: usize,
     lo: u64,
     hi: u64,
+    compact: Option<CompactTable>,
+}
+
+/// The compact format's per-message state: the time base and the tag table.
+struct CompactTable {
+    t0_us: i64,
+    index: HashMap<(Arc<str>, Option<Arc<str>>), usize>,
+    tags: Vec<(Arc<str>, Option<Arc<str>>)>,
+    /// Bytes the header and the tag table will take.
+    fixed_bytes: usize,
 }
 
 impl<'a> Packer<'a> {
+    #[cfg(test)]
     pub fn new(agent: &'a str, epoch: &'a str, max_readings: usize, max_bytes: usize) -> Self {
+        Self::with_format(agent, epoch, max_readings, max_bytes, JsonFormat::Default)
+    }
+
+    pub fn with_format(
+        agent: &'a str,
+        epoch: &'a str,
+        max_readings: usize,
+        max_bytes: usize,
+        format: JsonFormat,
+    ) -> Self {
         Packer {
             agent,
             epoch,
             max_readings,
             max_bytes,
+            format,
             open: Vec::new(),
             done: Vec::new(),
             scratch: Vec::with_capacity(256),
@@ -112,7 +142,6 @@ impl<'a> Packer<'a> {
             &serde_json::json!({"agent": self.agent, "epoch": self.epoch, "device": device}),
         );
         h.pop(); // reopen the object to append the readings array
-        h.extend_from_slice(b",\"readings\":[");
         h
     }
 
@@ -122,44 +151,84 @@ impl<'a> Packer<'a> {
 
     /// Adds one reading unless that would open message number `max_messages + 1`; returns false then.
     pub fn push(&mut self, r: &StoredReading, max_messages: usize) -> bool {
-        self.scratch.clear();
-        encode_reading(r.seq, &r.reading, &mut self.scratch);
-        let device = &*r.reading.device;
-        let idx = self.open.iter().position(|o| o.device == device);
-        let fits = |o: &Open, add: usize| {
-            o.n < self.max_readings && o.buf.len() + add + 3 <= self.max_bytes
-        };
-        match idx {
-            Some(i) if fits(&self.open[i], self.scratch.len()) => {
-                let o = &mut self.open[i];
-                o.buf.push(b',');
-                o.buf.extend_from_slice(&self.scratch);
-                o.n += 1;
-                o.hi = r.seq;
-                true
-            }
-            Some(i) => {
+        self.push_reading(r.seq, &r.reading, max_messages)
+    }
+
+    /// [`Packer::push`] for a reading held in memory (a committed batch) with its seq.
+    pub fn push_reading(&mut self, seq: u64, r: &Reading, max_messages: usize) -> bool {
+        let device = &*r.device;
+        let mut idx = self.open.iter().position(|o| o.device == device);
+        if let Some(i) = idx {
+            self.encode(Some(i), seq, r);
+            let o = &self.open[i];
+            let fixed = o.compact.as_ref().map_or(0, |c| c.fixed_bytes);
+            if o.n >= self.max_readings
+                || fixed + o.buf.len() + self.scratch.len() + 3 > self.max_bytes
+            {
                 // Full: this device's message is complete; start the next one if allowed.
                 if self.messages() + 1 > max_messages {
                     return false;
                 }
                 let o = self.open.swap_remove(i);
-                self.done.push(finish(o));
-                self.start(device, r.seq);
-                true
+                let m = self.finish_one(o);
+                self.done.push(m);
+                idx = None;
             }
-            None => {
-                if self.messages() + 1 > max_messages {
-                    return false;
-                }
-                self.start(device, r.seq);
-                true
+        } else if self.messages() + 1 > max_messages {
+            return false;
+        }
+        match idx {
+            Some(i) => {
+                let o = &mut self.open[i];
+                o.buf.push(b',');
+                o.buf.extend_from_slice(&self.scratch);
+                o.n += 1;
+                o.hi = seq;
+            }
+            None => self.start(seq, r),
+        }
+        true
+    }
+
+    /// Encodes `r` into `scratch` for the open message `open` (None: a new one).
+    fn encode(&mut self, open: Option<usize>, seq: u64, r: &Reading) {
+        self.scratch.clear();
+        match self.format {
+            JsonFormat::Default => encode_reading(seq, r, &mut self.scratch),
+            JsonFormat::Compact => {
+                let Some(table) = open.and_then(|i| self.open[i].compact.as_mut()) else {
+                    return;
+                };
+                encode_compact(table, seq, r, &mut self.scratch);
             }
         }
     }
 
-    fn start(&mut self, device: &str, seq: u64) {
-        let mut buf = self.header(device);
+    fn start(&mut self, seq: u64, r: &Reading) {
+        let device = &*r.device;
+        let mut buf;
+        let compact = match self.format {
+            JsonFormat::Default => {
+                self.scratch.clear();
+                encode_reading(seq, r, &mut self.scratch);
+                buf = self.header(device);
+                buf.extend_from_slice(b",\"readings\":[");
+                None
+            }
+            JsonFormat::Compact => {
+                let header = self.header(device).len();
+                let mut table = CompactTable {
+                    t0_us: r.ts.timestamp_micros(),
+                    index: HashMap::new(),
+                    tags: Vec::new(),
+                    fixed_bytes: header + 64,
+                };
+                self.scratch.clear();
+                encode_compact(&mut table, seq, r, &mut self.scratch);
+                buf = Vec::with_capacity(self.max_bytes.min(64 * 1024));
+                Some(table)
+            }
+        };
         buf.extend_from_slice(&self.scratch);
         self.open.push(Open {
             device: device.to_string(),
@@ -167,26 +236,80 @@ impl<'a> Packer<'a> {
             n: 1,
             lo: seq,
             hi: seq,
+            compact,
         });
+    }
+
+    fn finish_one(&self, o: Open) -> DataMessage {
+        let payload = match &o.compact {
+            None => {
+                let mut payload = o.buf;
+                payload.extend_from_slice(b"]}");
+                payload
+            }
+            Some(table) => {
+                let mut p = self.header(&o.device);
+                p.extend_from_slice(b",\"t0\":");
+                p.extend_from_slice(table.t0_us.to_string().as_bytes());
+                p.extend_from_slice(b",\"tags\":[");
+                for (i, (tag, unit)) in table.tags.iter().enumerate() {
+                    if i > 0 {
+                        p.push(b',');
+                    }
+                    let _ = match unit {
+                        Some(u) => serde_json::to_writer(
+                            &mut p,
+                            &serde_json::json!({"tag": &**tag, "unit": &**u}),
+                        ),
+                        None => serde_json::to_writer(&mut p, &serde_json::json!({"tag": &**tag})),
+                    };
+                }
+                p.extend_from_slice(b"],\"readings\":[");
+                p.extend_from_slice(&o.buf);
+                p.extend_from_slice(b"]}");
+                p
+            }
+        };
+        DataMessage {
+            device: o.device,
+            payload,
+            lo: o.lo,
+            hi: o.hi,
+        }
     }
 
     pub fn finish(mut self) -> Vec<DataMessage> {
         for o in std::mem::take(&mut self.open) {
-            self.done.push(finish(o));
+            let m = self.finish_one(o);
+            self.done.push(m);
         }
         self.done
     }
 }
 
-fn finish(o: Open) -> DataMessage {
-    let mut payload = o.buf;
-    payload.extend_from_slice(b"]}");
-    DataMessage {
-        device: o.device,
-        payload,
-        lo: o.lo,
-        hi: o.hi,
+/// One reading in the compact format: `[seq, tag index, µs after t0, value]`, plus `quality` and
+/// `reason` when the quality is not good. Adds the tag to the table when it is new.
+fn encode_compact(table: &mut CompactTable, seq: u64, rd: &Reading, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let key = (rd.tag.clone(), rd.unit.clone());
+    let next = table.tags.len();
+    let tag = *table.index.entry(key).or_insert(next);
+    if tag == next {
+        table.fixed_bytes += rd.tag.len() + rd.unit.as_ref().map_or(0, |u| u.len() + 9) + 12;
+        table.tags.push((rd.tag.clone(), rd.unit.clone()));
     }
+    let dt = rd.ts.timestamp_micros() - table.t0_us;
+    let _ = write!(out, "[{},{},{},", seq, tag, dt);
+    let _ = serde_json::to_writer(&mut *out, &value_json(&rd.value));
+    if !rd.quality.is_good() {
+        out.push(b',');
+        let _ = serde_json::to_writer(&mut *out, rd.quality.name());
+        if let Some(reason) = rd.quality.reason() {
+            out.push(b',');
+            let _ = serde_json::to_writer(&mut *out, reason);
+        }
+    }
+    out.push(b']');
 }
 
 /// An event as published on the alarms topic: the stored body plus its sequence number, the store's
@@ -333,5 +456,67 @@ mod tests {
         encode_reading(1, &sr(2, "a", Some(Value::F64(f64::NAN))).reading, &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert!(v["value"].is_null());
+    }
+
+    #[test]
+    fn compact_messages_carry_the_tag_table_once_and_arrays_per_reading() {
+        let mut p = Packer::with_format(
+            "gw",
+            "00000000000000e1",
+            1000,
+            64 * 1024,
+            JsonFormat::Compact,
+        );
+        for seq in 1..=4 {
+            let mut r = sr(seq, "a", Some(Value::F64(seq as f64 / 2.0)));
+            if seq == 3 {
+                r.reading.tag = Arc::from("u");
+                r.reading.unit = None;
+            }
+            r.reading.ts += chrono::Duration::microseconds(seq as i64 * 10);
+            assert!(p.push(&r, 4));
+        }
+        let msgs = p.finish();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!((msgs[0].lo, msgs[0].hi), (1, 4));
+        let v: serde_json::Value = serde_json::from_slice(&msgs[0].payload).unwrap();
+        assert_eq!(v["device"], "a");
+        assert_eq!(v["epoch"], "00000000000000e1");
+        assert_eq!(v["t0"], 1_700_000_000_123_466i64);
+        assert_eq!(
+            v["tags"],
+            serde_json::json!([{"tag": "t", "unit": "mm"}, {"tag": "u"}])
+        );
+        assert_eq!(
+            v["readings"],
+            serde_json::json!([
+                [1, 0, 0, 0.5, "bad", "timeout"],
+                [2, 0, 10, 1.0],
+                [3, 1, 20, 1.5, "bad", "timeout"],
+                [4, 0, 30, 2.0]
+            ])
+        );
+    }
+
+    #[test]
+    fn compact_messages_respect_count_and_size() {
+        let mut p = Packer::with_format("gw", "e", 1000, 2048, JsonFormat::Compact);
+        for seq in 1..=500 {
+            if !p.push(&sr(seq, "a", Some(Value::I64(seq as i64))), 1000) {
+                break;
+            }
+        }
+        let msgs = p.finish();
+        assert!(msgs.len() > 1);
+        let mut next = 1;
+        for m in &msgs {
+            assert!(m.payload.len() <= 2048, "{}", m.payload.len());
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            for r in v["readings"].as_array().unwrap() {
+                assert_eq!(r[0], next);
+                next += 1;
+            }
+        }
+        assert_eq!(next, 501);
     }
 }

@@ -120,9 +120,25 @@ impl Forwarder {
                         };
                     }
                 },
+                batch = st.batches.recv(), if connected => match batch {
+                    Ok(batch) => {
+                        if let Err(e) = self.fast_path(st, &link.client, limits, &batch) {
+                            return e;
+                        }
+                    }
+                    // Missed batches are read back from the store by `fill`.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ended::StoreGone,
+                },
                 changed = self.committed.changed(), if connected => {
                     if changed.is_err() {
                         return Ended::StoreGone;
+                    }
+                    // Batches already handed out go from memory first.
+                    while let Ok(batch) = st.batches.try_recv() {
+                        if let Err(e) = self.fast_path(st, &link.client, limits, &batch) {
+                            return e;
+                        }
                     }
                     if let Err(e) = self.try_fill(st, &link.client, limits) {
                         return e;
@@ -398,62 +414,153 @@ impl Forwarder {
                 return self.fill_sparkplug(st, client, limits, room, committed.readings);
             }
             if st.next.readings < committed.readings {
+                // Behind (more than a message's worth waiting) with part of the window still in
+                // flight: wait until half the window is free, then fill it with full messages. Filling
+                // one freed slot after each acknowledgement sent one device's tick per message.
+                let waiting = committed.readings - st.next.readings;
+                if waiting > self.cfg.max_readings_per_message as u64
+                    && st.tracker.in_flight() > 0
+                    && room < limits.window.div_ceil(2)
+                {
+                    return Ok(());
+                }
                 let want = room
                     .saturating_mul(self.cfg.max_readings_per_message)
                     .min(MAX_FETCH);
+                let from = st.next.readings;
                 let rows = self
                     .reader
-                    .readings_after(st.next.readings, want)
+                    .readings_after(from, want)
                     .map_err(FillError::Store)?;
                 if rows.is_empty() {
                     st.next.readings = committed.readings;
                     continue;
                 }
-                let mut packer = payload::Packer::new(
-                    &self.agent_id,
-                    &epoch,
-                    self.cfg.max_readings_per_message,
-                    self.cfg.max_message_size as usize,
-                );
-                let mut hi = st.next.readings;
-                for r in &rows {
-                    if !packer.push(r, room) {
-                        break;
+                let (messages, hi) = {
+                    let mut packer = payload::Packer::with_format(
+                        &self.agent_id,
+                        &epoch,
+                        self.cfg.max_readings_per_message,
+                        self.cfg.max_message_size as usize,
+                        self.cfg.json,
+                    );
+                    let mut hi = from;
+                    for r in &rows {
+                        if !packer.push(r, room) {
+                            break;
+                        }
+                        hi = r.seq;
                     }
-                    hi = r.seq;
-                }
-                let messages = packer.finish();
-                let window = st
-                    .tracker
-                    .open_window(Stream::Readings, hi, messages.len() as u32);
-                for m in messages {
-                    let topic = self.topics.data(&m.device);
-                    let key = MessageKey::Data {
-                        stream: Stream::Readings,
-                        device: Some(m.device.as_str().into()),
-                        lo: m.lo,
-                        hi: m.hi,
-                    };
-                    if !limits.fits(&topic, m.payload.len()) {
-                        self.quarantine(st, key, "too_large", Some(m.payload.len()));
-                        self.skip(st, window);
-                        continue;
-                    }
-                    if st.quarantine.contains(&key) {
-                        self.skip(st, window);
-                        continue;
-                    }
-                    client
-                        .try_publish(topic, QoS::AtLeastOnce, false, m.payload)
-                        .map_err(|_| FillError::Refused)?;
-                    st.tracker.sent(Some(window), key);
-                    self.stats.messages_published.fetch_add(1, Relaxed);
-                }
+                    (packer.finish(), hi)
+                };
+                self.stats
+                    .readings_from_store
+                    .fetch_add(hi.saturating_sub(from), Relaxed);
+                self.publish_readings(st, client, limits, messages, hi)?;
                 st.next.readings = hi;
                 continue;
             }
             return Ok(());
         }
+    }
+
+    /// The fast path: while caught up (the batch starts right after what was published), pack the
+    /// committed batch in memory instead of reading it back. What does not fit in the window, and any
+    /// batch that does not follow on, is left to `fill` and the store.
+    fn fast_path(
+        &mut self,
+        st: &mut State,
+        client: &AsyncClient,
+        limits: &Limits,
+        batch: &crate::store::CommittedBatch,
+    ) -> Result<(), Ended> {
+        // Sparkplug packs its own DDATA (aliases, births) from the store: no fast path there.
+        if st.sparkplug.is_some()
+            || batch.readings.is_empty()
+            || batch.first_seq != st.next.readings + 1
+        {
+            return Ok(());
+        }
+        // Events go first (rare and urgent, and a message the broker refuses must be the oldest one
+        // in flight to be quarantined): with events waiting, `fill` takes this batch from the store.
+        if st.next.events < self.committed.borrow().events {
+            return Ok(());
+        }
+        let room = limits.window.saturating_sub(st.tracker.in_flight());
+        if room == 0 {
+            return Ok(());
+        }
+        let epoch = self.reader.epoch_str();
+        let from = st.next.readings;
+        let (messages, hi) = {
+            let mut packer = payload::Packer::with_format(
+                &self.agent_id,
+                &epoch,
+                self.cfg.max_readings_per_message,
+                self.cfg.max_message_size as usize,
+                self.cfg.json,
+            );
+            let mut hi = from;
+            for (seq, r) in batch.iter() {
+                if !packer.push_reading(seq, r, room) {
+                    break;
+                }
+                hi = seq;
+            }
+            (packer.finish(), hi)
+        };
+        self.stats
+            .readings_from_memory
+            .fetch_add(hi - from, Relaxed);
+        match self.publish_readings(st, client, limits, messages, hi) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(Ended::Lost {
+                error: "the connection ended while publishing (the client refused a publish)"
+                    .into(),
+                established: false,
+                incoming_too_large: false,
+            }),
+        }
+    }
+
+    /// Publishes packed reading messages as one acknowledgement window ending at `hi`, and moves
+    /// `next` to `hi`.
+    fn publish_readings(
+        &mut self,
+        st: &mut State,
+        client: &AsyncClient,
+        limits: &Limits,
+        messages: Vec<payload::DataMessage>,
+        hi: u64,
+    ) -> Result<(), FillError> {
+        let window = st
+            .tracker
+            .open_window(Stream::Readings, hi, messages.len() as u32);
+        for m in messages {
+            let topic = self.topics.data(&m.device);
+            let key = MessageKey::Data {
+                stream: Stream::Readings,
+                device: Some(m.device.as_str().into()),
+                lo: m.lo,
+                hi: m.hi,
+            };
+            if !limits.fits(&topic, m.payload.len()) {
+                self.quarantine(st, key, "too_large", Some(m.payload.len()));
+                self.skip(st, window);
+                continue;
+            }
+            if st.quarantine.contains(&key) {
+                self.skip(st, window);
+                continue;
+            }
+            client
+                .try_publish(topic, QoS::AtLeastOnce, false, m.payload)
+                .map_err(|_| FillError::Refused)?;
+            st.tracker.sent(Some(window), key);
+            self.stats.messages_published.fetch_add(1, Relaxed);
+        }
+        st.next.readings = hi;
+        Ok(())
     }
 
     /// A message of `window` that is not published counts as delivered.

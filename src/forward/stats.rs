@@ -24,6 +24,10 @@ pub struct ForwarderStats {
     pub messages_published: AtomicU64,
     /// Readings the broker acknowledged (counted when the cursor moves).
     pub readings_forwarded: AtomicU64,
+    /// Readings packed from the committed batch in memory (caught up: the fast path).
+    pub readings_from_memory: AtomicU64,
+    /// Readings packed after reading them back from the store (behind, reconnected, restarted).
+    pub readings_from_store: AtomicU64,
     pub events_forwarded: AtomicU64,
     /// Connections torn down by the progress watchdog.
     pub stall_recoveries: AtomicU64,
@@ -75,6 +79,8 @@ impl Default for ForwarderStats {
             connect_errors: AtomicU64::new(0),
             messages_published: AtomicU64::new(0),
             readings_forwarded: AtomicU64::new(0),
+            readings_from_memory: AtomicU64::new(0),
+            readings_from_store: AtomicU64::new(0),
             events_forwarded: AtomicU64::new(0),
             stall_recoveries: AtomicU64::new(0),
             quarantined: AtomicU64::new(0),
@@ -334,6 +340,8 @@ impl ForwarderStats {
             "reconnects": self.reconnects.load(Relaxed),
             "messages": self.messages_published.load(Relaxed),
             "forwarded": self.readings_forwarded.load(Relaxed),
+            "packed_from_memory": self.readings_from_memory.load(Relaxed),
+            "packed_from_store": self.readings_from_store.load(Relaxed),
             "events_forwarded": self.events_forwarded.load(Relaxed),
             "quarantined": self.quarantined.load(Relaxed),
             "oversized_dropped": self.oversized_dropped.load(Relaxed),

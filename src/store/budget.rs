@@ -267,9 +267,13 @@ pub fn event_bytes(conn: &Connection) -> rusqlite::Result<u64> {
 
 /// Bytes in pages that hold data (the file minus its free list).
 fn live_bytes(conn: &Connection) -> rusqlite::Result<u64> {
-    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    // Cached statements: this runs after every commit under a budget.
+    let pragma = |sql: &str| -> rusqlite::Result<i64> {
+        conn.prepare_cached(sql)?.query_row([], |r| r.get(0))
+    };
+    let page_size = pragma("PRAGMA page_size")?;
+    let pages = pragma("PRAGMA page_count")?;
+    let free = pragma("PRAGMA freelist_count")?;
     Ok(((pages - free).max(0) * page_size) as u64)
 }
 
@@ -285,7 +289,7 @@ pub fn over(
     Ok(event_bytes > budget.events_high || live_bytes(conn)? + wal_bytes(path) > budget.high)
 }
 
-fn wal_bytes(path: &Path) -> u64 {
+pub(super) fn wal_bytes(path: &Path) -> u64 {
     let mut wal_path = path.as_os_str().to_owned();
     wal_path.push("-wal");
     std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0)

@@ -125,6 +125,7 @@ impl Writer {
             .execute(params![seq as i64, micros(ts), kind, text])?;
         schema::meta_set(&tx, keys::NEXT_EVENT_SEQ, (seq + 1) as i64)?;
         tx.commit()?;
+        self.checkpoint_if_large();
         self.next_event_seq += 1;
         if self.budget.is_some() {
             self.event_bytes += (text.len() + kind.len()) as u64 + EVENT_ROW_OVERHEAD;

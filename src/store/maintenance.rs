@@ -79,6 +79,7 @@ impl Writer {
         if !self.held.is_empty() {
             self.flush_held();
         }
+        self.checkpoint();
         if let Ok(bytes) = budget::disk_bytes(&self.cfg.path) {
             self.stats.disk_bytes.store(bytes, Relaxed);
         }

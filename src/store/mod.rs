@@ -17,6 +17,7 @@ mod model;
 mod reader;
 mod schema;
 mod stats;
+mod tag_cache;
 mod writer;
 
 use std::path::{Path, PathBuf};

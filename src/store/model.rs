@@ -69,20 +69,6 @@ pub(crate) fn quality_from(code: i64, reason: Option<String>) -> Quality {
     }
 }
 
-/// Splits a value into the `kind` column and a SQLite value.
-pub(crate) fn value_columns(v: &Option<Value>) -> (i64, rusqlite::types::Value) {
-    use rusqlite::types::Value as Sql;
-    match v {
-        None => (0, Sql::Null),
-        Some(Value::F64(x)) => (1, if x.is_nan() { Sql::Null } else { Sql::Real(*x) }),
-        Some(Value::I64(x)) => (2, Sql::Integer(*x)),
-        // SQLite integers are i64: a u64 above i64::MAX is kept exactly as decimal text.
-        Some(Value::U64(x)) => (5, Sql::Text(x.to_string())),
-        Some(Value::Bool(b)) => (3, Sql::Integer(*b as i64)),
-        Some(Value::Str(s)) => (4, Sql::Text(s.to_string())),
-    }
-}
-
 pub(crate) fn value_from(kind: i64, v: rusqlite::types::Value) -> Option<Value> {
     use rusqlite::types::Value as Sql;
     match (kind, v) {

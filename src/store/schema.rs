@@ -29,8 +29,16 @@ pub fn open_writer(
             Synchronous::Full => "FULL",
         },
     )?;
+    // No checkpoint inside commits: the writer checkpoints (PASSIVE) from its maintenance and when the
+    // WAL passes `wal_limit_bytes` after a commit (see `Writer::checkpoint_if_large`). Under a small disk
+    // budget (WAL limit below 4 MiB) SQLite's own checkpoint stays on as well, so the WAL never grows
+    // past the limit within a burst of commits.
     let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
-    let wal_pages = (wal_limit_bytes as i64 / page_size.max(512)).clamp(16, 1000);
+    let wal_pages = if wal_limit_bytes < 4 * 1024 * 1024 {
+        (wal_limit_bytes as i64 / page_size.max(512)).clamp(16, 1000)
+    } else {
+        0
+    };
     conn.pragma_update(None, "wal_autocheckpoint", wal_pages)?;
     conn.pragma_update(None, "journal_size_limit", wal_limit_bytes as i64)?;
     conn.execute_batch(

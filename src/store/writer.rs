@@ -13,9 +13,10 @@ use super::arrivals::{Arrivals, Clock};
 use super::budget::{self, Budget};
 use super::events::HeldEvent;
 use super::identity::{self, HighWater};
-use super::model::{CommittedBatch, Stream, micros, quality_code, value_columns};
+use super::model::{CommittedBatch, Stream, micros, quality_code};
 use super::schema::{self, keys};
 use super::stats::{StoreStats, TagCounters};
+use super::tag_cache::TagCache;
 use super::{Committed, Control};
 use crate::config::StoreConfig;
 
@@ -35,6 +36,11 @@ pub(super) struct Writer {
     pub(super) cursor_dirty: bool,
     /// device → tag → [(unit, tag id)]: avoids a query per reading and a key allocation per lookup.
     tag_ids: TagIds,
+    /// Tag ids by the identity of the readings' `Arc<str>`s: drivers hand out one `Arc` per tag, so
+    /// after a tag's first reading its id is found without hashing or comparing strings.
+    tag_cache: TagCache,
+    /// The tag id of each reading of the batch being written (reused buffer).
+    batch_ids: Vec<i64>,
     /// Per-tag counts accumulated in the current batch, indexed by tag id.
     tag_counts: Vec<(u64, u64)>,
     pub(super) epoch: u64,
@@ -50,6 +56,8 @@ pub(super) struct Writer {
     pub(super) corrupt_reported: (u64, u64),
     /// The events outgrew their share: prune before waiting for more work.
     pub(super) pending_maintenance: bool,
+    /// WAL size past which a commit is followed by a PASSIVE checkpoint.
+    wal_limit: u64,
 }
 
 enum Got {
@@ -123,6 +131,8 @@ impl Writer {
             cursor_events,
             cursor_dirty: false,
             tag_ids: HashMap::new(),
+            tag_cache: TagCache::default(),
+            batch_ids: Vec::new(),
             tag_counts: Vec::new(),
             epoch,
             high_water: HighWater::new(marks, epoch),
@@ -132,6 +142,7 @@ impl Writer {
             abort,
             corrupt_reported: (cursor_readings, cursor_events),
             pending_maintenance: false,
+            wal_limit,
         };
         w.load_tags()?;
         if let Some(reset) = reset {
@@ -210,9 +221,14 @@ impl Writer {
         let mut data_open = true;
         let mut flush_waiters = Vec::new();
         let mut shutting_down = false;
+        let mut drained = false;
         loop {
             let now = Instant::now();
-            let due = first_at.is_some_and(|t| now >= t + self.cfg.flush_interval)
+            // Group commit: commit as soon as the queue is drained (nothing more to batch now); under
+            // load the queue refills while a commit runs, so batches grow by themselves, up to
+            // `batch_size`; `flush_interval` bounds the wait otherwise.
+            let due = drained
+                || first_at.is_some_and(|t| now >= t + self.cfg.flush_interval)
                 || pending.len() >= self.cfg.batch_size;
             if due || shutting_down || !flush_waiters.is_empty() {
                 if shutting_down || !flush_waiters.is_empty() {
@@ -224,6 +240,7 @@ impl Writer {
                 }
                 self.commit_with_retry(&mut pending, &committed, shutting_down);
                 first_at = None;
+                drained = false;
                 for w in flush_waiters.drain(..) {
                     let _: Result<(), ()> = tokio::sync::oneshot::Sender::send(w, ());
                 }
@@ -259,6 +276,7 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
+                    drained = data.is_empty();
                 }
                 Got::Ctrl(Control::Event {
                     ts,
@@ -366,13 +384,16 @@ impl Writer {
         loop {
             match self.commit(pending) {
                 Ok(batch) => {
-                    let _ = committed.send(self.committed());
+                    // The batch first: a forwarder that is caught up packs it from memory and then
+                    // finds nothing left to read when the new head arrives.
                     let _ = self.batches.send(Arc::new(batch));
+                    let _ = committed.send(self.committed());
                     self.high_water
                         .update(self.next_seq - 1, self.next_event_seq - 1, false);
                     if !self.held.is_empty() {
                         self.flush_held();
                     }
+                    self.checkpoint_if_large();
                     if let Some(b) = &self.budget
                         && budget::over(&self.conn, &self.cfg.path, b, self.event_bytes)
                             .unwrap_or(false)
@@ -405,6 +426,24 @@ impl Writer {
         }
     }
 
+    /// A PASSIVE checkpoint (never waits for readers) once the WAL is past its limit; the regular one
+    /// runs from `maintenance`.
+    pub(super) fn checkpoint_if_large(&mut self) {
+        if budget::wal_bytes(&self.cfg.path) > self.wal_limit {
+            self.checkpoint();
+        }
+    }
+
+    pub(super) fn checkpoint(&mut self) {
+        let r = self
+            .conn
+            .prepare_cached("PRAGMA wal_checkpoint(PASSIVE)")
+            .and_then(|mut s| s.query_row([], |_| Ok(())));
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
+
     /// One transaction for the whole batch. Returns the committed batch with its first sequence number.
     fn commit(&mut self, pending: &mut Vec<Reading>) -> rusqlite::Result<CommittedBatch> {
         let first_seq = self.next_seq;
@@ -414,6 +453,7 @@ impl Writer {
                 // Nothing of the transaction exists: forget the ids it interned and its arrival mark.
                 self.arrivals.forget_mark(&self.conn);
                 self.tag_ids.clear();
+                self.tag_cache.clear();
                 self.tag_counts.iter_mut().for_each(|c| *c = (0, 0));
                 self.load_tags()?;
                 return Err(e);
@@ -433,44 +473,63 @@ impl Writer {
         })
     }
 
-    /// Inserts and commits the batch; returns the tags it added.
+    /// Inserts and commits the batch; returns the tags it added. Rows go in [`ROWS_PER_INSERT`] at a
+    /// time through one cached multi-row statement, values bound straight from the readings.
     fn write_batch(&mut self, pending: &[Reading]) -> rusqlite::Result<Vec<(i64, String, String)>> {
         let first_seq = self.next_seq;
         let tx = self.conn.transaction()?;
         let mut new_tags = Vec::new();
         {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO readings (seq, tag_id, ts, kind, value, quality, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            let mut seq = first_seq;
-            for r in pending.iter() {
-                let tag_id = match lookup(&self.tag_ids, r) {
+            let mut ids = std::mem::take(&mut self.batch_ids);
+            ids.clear();
+            for r in pending {
+                let id = match self.tag_cache.get(r) {
                     Some(id) => id,
                     None => {
-                        let id = intern_tag(&tx, r)?;
-                        add_tag(&mut self.tag_ids, r, id);
-                        new_tags.push((id, r.device.to_string(), r.tag.to_string()));
+                        let id = match lookup(&self.tag_ids, r) {
+                            Some(id) => id,
+                            None => {
+                                let id = intern_tag(&tx, r)?;
+                                add_tag(&mut self.tag_ids, r, id);
+                                new_tags.push((id, r.device.to_string(), r.tag.to_string()));
+                                id
+                            }
+                        };
+                        self.tag_cache.insert(r, id);
                         id
                     }
                 };
-                let (kind, value) = value_columns(&r.value);
-                insert.execute(params![
-                    seq as i64,
-                    tag_id,
-                    micros(r.ts),
-                    kind,
-                    value,
-                    quality_code(&r.quality),
-                    r.quality.reason()
-                ])?;
+                ids.push(id);
+            }
+            let mut seq = first_seq;
+            let mut chunks = pending.chunks_exact(ROWS_PER_INSERT);
+            let mut id_chunks = ids.chunks_exact(ROWS_PER_INSERT);
+            if chunks.len() > 0 {
+                let mut insert = tx.prepare_cached(insert_sql(ROWS_PER_INSERT))?;
+                for (rows, row_ids) in (&mut chunks).zip(&mut id_chunks) {
+                    bind_rows(&mut insert, seq, rows, row_ids)?;
+                    insert.raw_execute()?;
+                    seq += rows.len() as u64;
+                }
+            }
+            let rest = chunks.remainder();
+            if !rest.is_empty() {
+                let mut insert = tx.prepare_cached(insert_sql(1))?;
+                for (r, id) in rest.iter().zip(id_chunks.remainder()) {
+                    bind_rows(&mut insert, seq, std::slice::from_ref(r), &[*id])?;
+                    insert.raw_execute()?;
+                    seq += 1;
+                }
+            }
+            for (r, &tag_id) in pending.iter().zip(&ids) {
                 let idx = tag_id as usize;
                 if self.tag_counts.len() <= idx {
                     self.tag_counts.resize(idx + 1, (0, 0));
                 }
                 self.tag_counts[idx].0 += 1;
                 self.tag_counts[idx].1 += u64::from(!r.quality.is_good());
-                seq += 1;
             }
+            self.batch_ids = ids;
             schema::meta_set(&tx, keys::NEXT_READING_SEQ, seq as i64)?;
             self.arrivals.mark(&tx, seq)?;
             if self.cursor_dirty {
@@ -533,4 +592,71 @@ fn intern_tag(tx: &rusqlite::Transaction<'_>, r: &Reading) -> rusqlite::Result<i
             params![&*r.device, &*r.tag, r.unit.as_deref().unwrap_or("")],
             |row| row.get(0),
         )
+}
+
+/// Rows per multi-row INSERT: 64 × 7 parameters, well under SQLite's limit of 32,766.
+const ROWS_PER_INSERT: usize = 64;
+
+/// `INSERT INTO readings ... VALUES (...), (...)` for `rows` rows; the two variants used are cached
+/// by the connection, so each is prepared once.
+fn insert_sql(rows: usize) -> &'static str {
+    static MANY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    const ONE: &str = "INSERT INTO readings (seq, tag_id, ts, kind, value, quality, reason) VALUES (?,?,?,?,?,?,?)";
+    if rows == 1 {
+        return ONE;
+    }
+    MANY.get_or_init(|| {
+        let mut sql = String::from(ONE);
+        for _ in 1..ROWS_PER_INSERT {
+            sql.push_str(",(?,?,?,?,?,?,?)");
+        }
+        sql
+    })
+}
+
+/// Binds `rows` (seqs from `seq`) to a statement made by [`insert_sql`], without building
+/// intermediate SQL values.
+fn bind_rows(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    seq: u64,
+    rows: &[Reading],
+    ids: &[i64],
+) -> rusqlite::Result<()> {
+    use lineside_drivers::Value;
+    let mut p = 1;
+    for (i, (r, &id)) in rows.iter().zip(ids).enumerate() {
+        stmt.raw_bind_parameter(p, (seq + i as u64) as i64)?;
+        stmt.raw_bind_parameter(p + 1, id)?;
+        stmt.raw_bind_parameter(p + 2, micros(r.ts))?;
+        match &r.value {
+            None => {
+                stmt.raw_bind_parameter(p + 3, 0i64)?;
+                stmt.raw_bind_parameter(p + 4, rusqlite::types::Null)?;
+            }
+            Some(Value::F64(x)) => {
+                stmt.raw_bind_parameter(p + 3, 1i64)?;
+                if x.is_nan() {
+                    stmt.raw_bind_parameter(p + 4, rusqlite::types::Null)?;
+                } else {
+                    stmt.raw_bind_parameter(p + 4, *x)?;
+                }
+            }
+            Some(Value::I64(x)) => {
+                stmt.raw_bind_parameter(p + 3, 2i64)?;
+                stmt.raw_bind_parameter(p + 4, *x)?;
+            }
+            Some(Value::Bool(b)) => {
+                stmt.raw_bind_parameter(p + 3, 3i64)?;
+                stmt.raw_bind_parameter(p + 4, i64::from(*b))?;
+            }
+            Some(Value::Str(text)) => {
+                stmt.raw_bind_parameter(p + 3, 4i64)?;
+                stmt.raw_bind_parameter(p + 4, &**text)?;
+            }
+        }
+        stmt.raw_bind_parameter(p + 5, quality_code(&r.quality))?;
+        stmt.raw_bind_parameter(p + 6, r.quality.reason())?;
+        p += 7;
+    }
+    Ok(())
 }
