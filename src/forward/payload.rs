@@ -111,7 +111,6 @@ struct CompactTable {
 }
 
 impl<'a> Packer<'a> {
-    #[cfg(test)]
     pub fn new(agent: &'a str, epoch: &'a str, max_readings: usize, max_bytes: usize) -> Self {
         Self::with_format(agent, epoch, max_readings, max_bytes, JsonFormat::Default)
     }

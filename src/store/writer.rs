@@ -645,6 +645,11 @@ fn bind_rows(
                 stmt.raw_bind_parameter(p + 3, 2i64)?;
                 stmt.raw_bind_parameter(p + 4, *x)?;
             }
+            // SQLite integers are i64: a u64 above i64::MAX is kept exactly as decimal text.
+            Some(Value::U64(x)) => {
+                stmt.raw_bind_parameter(p + 3, 5i64)?;
+                stmt.raw_bind_parameter(p + 4, x.to_string())?;
+            }
             Some(Value::Bool(b)) => {
                 stmt.raw_bind_parameter(p + 3, 3i64)?;
                 stmt.raw_bind_parameter(p + 4, i64::from(*b))?;
