@@ -278,8 +278,8 @@ fn login_acknowledge_and_the_ack_event_on_mqtt() {
         .expect("an open alarm with an acknowledge form");
     browser.js(
         "var f = document.querySelector('#alarms .alarm form.ack-form');
-         f.querySelector('select.cause').value = 'tool wear';
-         f.querySelector('select.action').value = 'tool changed';",
+         f.querySelector('select.cause').value = 'tool-wear';
+         f.querySelector('select.action').value = 'tool-changed';",
     );
     browser.click("#alarms .alarm form.ack-form button.ack");
     let status = browser
@@ -315,7 +315,7 @@ fn login_acknowledge_and_the_ack_event_on_mqtt() {
     let text = ack.to_string();
     assert!(text.contains(USER), "{text}");
     assert!(
-        text.contains("tool wear") && text.contains("tool changed"),
+        text.contains("tool-wear") && text.contains("tool-changed"),
         "{text}"
     );
     let id = id.as_str().unwrap().parse::<u64>().unwrap();

@@ -107,7 +107,15 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
         crate::spc::SpcTopics::new(&settings.mqtt.topic_prefix, &settings.agent.id),
         &state_dir,
     )
-    .with_policy(spc_policy);
+    .with_policy(spc_policy.clone());
+    // The station offers the pick lists SPC checks acknowledgements against: one list, one place.
+    let mut station = station;
+    if !spc_policy.causes.is_empty() {
+        station.causes = spc_policy.causes.clone();
+    }
+    if !spc_policy.actions.is_empty() {
+        station.actions = spc_policy.actions.clone();
+    }
     let spc_control = spc.control();
 
     let metrics = Metrics {
