@@ -343,7 +343,7 @@ fn writes_without_login_or_with_a_bad_csrf_token_are_refused() {
             "var done = arguments[arguments.length - 1];
              fetch('/api/ack', {{method: 'POST', credentials: 'same-origin',
                 headers: Object.assign({{'Content-Type': 'application/json'}}, {headers}),
-                body: JSON.stringify({{characteristic: 'bore-diameter', alarm_seq: 'all', cause: 'tool wear'}})}})
+                body: JSON.stringify({{characteristic: 'bore-diameter', alarm_seq: 'all', cause: 'tool-wear'}})}})
                .then(r => done(r.status), e => done(String(e)));"
         );
         browser.js_async(&script).as_u64().unwrap_or(0)

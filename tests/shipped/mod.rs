@@ -68,6 +68,11 @@ pub fn localise(text: &str, dir: &Path) -> String {
     std::fs::create_dir_all(&etc).unwrap();
     let state = dir.join("state");
     let mut out = String::new();
+    // A config without `state_dir` would use /var/lib/lineside: as root (CI) that creates a database
+    // the package test's agent (user lineside) cannot write. Every copy keeps its state in `dir`.
+    let has_state_dir = text
+        .lines()
+        .any(|l| l.trim_start().starts_with("state_dir"));
     for line in text.lines() {
         let mut line = line.replace("/etc/lineside/", &format!("{}/", etc.display()));
         if line.trim_start().starts_with("state_dir") {
@@ -75,6 +80,9 @@ pub fn localise(text: &str, dir: &Path) -> String {
         }
         out.push_str(&line);
         out.push('\n');
+        if !has_state_dir && line.trim() == "[agent]" {
+            out.push_str(&format!("state_dir = {:?}\n", state.display().to_string()));
+        }
     }
     for line in out.lines() {
         let t = line.trim_start();
