@@ -223,6 +223,15 @@ impl HighWater {
         }
     }
 
+    /// Makes the marks durable now unless they already say this: before a checkpoint moves WAL pages
+    /// into the database file, the marks must cover them, or a lost WAL after the checkpoint would
+    /// go unnoticed and its forwarded seqs be reused.
+    pub fn ensure_durable(&mut self, readings: u64, events: u64) {
+        if self.sent != Some((readings, events)) {
+            self.update(readings, events, true);
+        }
+    }
+
     /// Stops the background thread after its last write.
     pub fn finish(&mut self) {
         self.due.take();

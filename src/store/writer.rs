@@ -435,6 +435,9 @@ impl Writer {
     }
 
     pub(super) fn checkpoint(&mut self) {
+        // The high-water marks first: what the checkpoint makes survive a lost WAL must be below them.
+        self.high_water
+            .ensure_durable(self.next_seq - 1, self.next_event_seq - 1);
         let r = self
             .conn
             .prepare_cached("PRAGMA wal_checkpoint(PASSIVE)")
