@@ -16,6 +16,9 @@ use super::schema::{self, keys};
 use super::stats::StoreStats;
 use super::writer::Writer;
 
+/// WAL size past which the maintenance tick checkpoints (SQLite's default autocheckpoint is ~4 MiB).
+const MAINTENANCE_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+
 /// The integrity check at start gives up after this long (it runs beside the agent, not before it).
 const QUICK_CHECK_LIMIT: Duration = Duration::from_secs(60);
 
@@ -79,7 +82,13 @@ impl Writer {
         if !self.held.is_empty() {
             self.flush_held();
         }
-        self.checkpoint();
+        // Not at every tick: what a checkpoint moves into the database file survives a lost WAL, and a
+        // database that kept up with the forwarder could then hide the loss of the WAL's tail from the
+        // high-water marks (written at most once a second). A WAL of a few MiB keeps that tail far
+        // behind what the marks cover, as SQLite's own autocheckpoint did.
+        if budget::wal_bytes(&self.cfg.path) > self.wal_limit.min(MAINTENANCE_CHECKPOINT_BYTES) {
+            self.checkpoint();
+        }
         if let Ok(bytes) = budget::disk_bytes(&self.cfg.path) {
             self.stats.disk_bytes.store(bytes, Relaxed);
         }

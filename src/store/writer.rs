@@ -57,7 +57,7 @@ pub(super) struct Writer {
     /// The events outgrew their share: prune before waiting for more work.
     pub(super) pending_maintenance: bool,
     /// WAL size past which a commit is followed by a PASSIVE checkpoint.
-    wal_limit: u64,
+    pub(super) wal_limit: u64,
 }
 
 enum Got {
