@@ -24,10 +24,11 @@ async fn a_message_the_broker_refuses_is_quarantined_and_the_stream_moves_on() {
     .await;
     let sub = Subscriber::start(broker.port, BASE, false).await;
     let dir = tempfile::tempdir().unwrap();
-    // Data messages stay well under the broker's limit.
+    // Data messages stay well under the broker's limit. One data message in flight at a time: with more,
+    // the "oldest unacknowledged at the drop" rule can strike a neighbour (README, known weakness).
     let text = sim_config(dir.path(), broker.port, 2, 5, "20ms", "").replace(
         "max_readings_per_message = 200\n",
-        "max_readings_per_message = 20\nmax_message_size = \"4KiB\"\nstatus_interval = \"1s\"\n",
+        "max_readings_per_message = 20\nmax_message_size = \"4KiB\"\nstatus_interval = \"1s\"\ninflight = 1\n",
     );
     // A slow gauge whose one reading is a 9 kB text: its data message is over the broker's limit, so
     // the broker drops the agent's connection every time it is published.

@@ -198,10 +198,22 @@ impl Forwarder {
                     self.cfg.reconnect_min
                 }
             };
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(delay) => {}
+            // Waiting to reconnect is the loop working as meant (a broker that is down is not a
+            // forwarder fault): keep beating for the watchdog's health check while waiting.
+            let until = tokio::time::Instant::now() + delay;
+            let mut stop = false;
+            while !stop && tokio::time::Instant::now() < until {
+                self.stats.beat(Instant::now());
+                let step = until.min(tokio::time::Instant::now() + Duration::from_secs(1));
+                tokio::select! {
+                    _ = shutdown.cancelled() => stop = true,
+                    _ = tokio::time::sleep_until(step) => {}
+                }
             }
+            if stop {
+                break;
+            }
+            self.stats.beat(Instant::now());
         }
         self.stats.stopped();
         Ok(())
