@@ -14,41 +14,8 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn cpu_seconds() -> f64 {
-    // utime + stime of this process, in clock ticks (100 Hz on Linux).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    // Fields after the command name start at field 3 (state); utime and stime are fields 14 and 15.
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-    (field(11) + field(12)) as f64 / 100.0
-}
+mod support;
+use support::{cpu_seconds, env, free_port, proc_status};
 
 struct Broker(Option<Child>, #[allow(dead_code)] tempfile::TempDir);
 
@@ -204,7 +171,7 @@ fn main() {
         println!("  committed    {committed} readings in {run:.1} s; delivered {} unique, {} duplicates, {missing} missing", s.unique, s.duplicates);
         println!("  latency      p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} samples)", pct(0.50), pct(0.95), pct(0.99), pct(1.0), lat.len());
         println!("  cpu          {:.1} s over {run:.1} s ({:.0}% of one core; agent + subscriber)", cpu, 100.0 * cpu / run);
-        println!("  peak RSS     {} MiB (agent + subscriber)", peak_rss_kib() / 1024);
+        println!("  peak RSS     {} MiB (agent + subscriber)", proc_status("VmHWM:") / 1024);
         println!("  messages     {}", messages.load(Relaxed));
     });
 }
