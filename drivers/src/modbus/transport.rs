@@ -312,10 +312,12 @@ impl Link {
 }
 
 /// tokio-modbus 0.17 reports the end of a TCP stream as `io::Error::last_os_error()`, i.e. whatever errno
-/// is left over in the thread (EAGAIN, EINPROGRESS: "Operation now in progress (os error 115)"). An async
-/// transaction never sees those for real, so on a transaction they mean the peer closed the connection.
+/// is left over in the thread (none: "Success (os error 0)"; EAGAIN, EINPROGRESS: "Operation now in
+/// progress (os error 115)"). An async transaction never sees those for real, so on a transaction they
+/// mean the peer closed the connection.
 fn transport_reason(e: &io::Error) -> String {
-    if e.kind() == io::ErrorKind::WouldBlock || matches!(e.raw_os_error(), Some(11 | 114 | 115)) {
+    if e.kind() == io::ErrorKind::WouldBlock || matches!(e.raw_os_error(), Some(0 | 11 | 114 | 115))
+    {
         "connection closed by peer".to_string()
     } else {
         io_reason(e)
@@ -551,6 +553,7 @@ mod tests {
     #[test]
     fn a_stale_errno_at_the_end_of_a_stream_reads_as_a_closed_connection() {
         for e in [
+            io::Error::from_raw_os_error(0),
             io::Error::from_raw_os_error(115),
             io::Error::from_raw_os_error(11),
             io::Error::from(io::ErrorKind::UnexpectedEof),
