@@ -126,6 +126,7 @@ fn load_sources(
     agent.state_dir = resolve(base, &agent.state_dir);
     store.path = resolve(&agent.state_dir, &store.path);
     if referenced == Referenced::Check {
+        cx.check_state_paths(&agent.state_dir, &store.path);
         cx.check_mqtt_files(&mqtt);
         cx.check_device_files(&root, &agent.state_dir);
     }

@@ -16,6 +16,7 @@ mod read;
 mod referenced;
 mod sections;
 mod sparkplug;
+mod state_paths;
 #[cfg(test)]
 mod test_support;
 mod types;

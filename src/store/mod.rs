@@ -31,7 +31,7 @@ use lineside_drivers::ReadingSink;
 use tokio::sync::{broadcast, oneshot, watch};
 
 pub use event_cap::MAX_EVENT_BYTES;
-pub use identity::format_epoch;
+pub use identity::{format_epoch, marks_path};
 pub use model::{CommittedBatch, StoredEvent, StoredReading, Stream};
 pub use reader::StoreReader;
 pub use stats::{StoreStats, TagCounters};
