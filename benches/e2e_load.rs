@@ -6,6 +6,8 @@
 //! Run: `cargo bench --bench e2e_load` (env: LOAD_SECONDS=20, LOAD_DEVICES=10, LOAD_TAGS=100,
 //! LOAD_INTERVAL=10ms, LOAD_SYNC=normal|full, LINESIDE_MOSQUITTO=/usr/sbin/mosquitto).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -7,6 +7,8 @@
 //! /proc/thread-self/schedstat (falls back to wall time elsewhere), so other load on the machine does
 //! not inflate it. Sparkplug's births are counted separately: they are sent once per session.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -9,6 +9,8 @@
 //! Run: `cargo bench --bench station_load` (env: LOAD_SECONDS=15, LOAD_CLIENTS=20,
 //! LINESIDE_MOSQUITTO=/usr/sbin/mosquitto).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};

@@ -5,6 +5,8 @@
 //!
 //! Run: `cargo bench --bench store_ingest` (criterion prints both rates; the ratio is printed too).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! `lineside check` on broken configs: every problem with file:line and the key, exit code 2; and every
 //! shipped config passes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::Command;
 

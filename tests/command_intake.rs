@@ -1,6 +1,8 @@
 //! Nothing on the command topic can stop forwarding (issue 10, items 2-4): oversized commands, huge
 //! acknowledgements, retained commands, a retained 1 MB message, and a burst of 300,000 commands.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::{Command, Stdio};

@@ -17,6 +17,8 @@
 //! The seed is printed; replay or extend with
 //! `LINESIDE_FUZZ_SEED=<seed> LINESIDE_FUZZ_CASES=<n> cargo test --test config_fuzz -- --nocapture`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -1,6 +1,8 @@
 //! kill -9 the real binary mid-stream and start it again: every reading committed before the kill
 //! arrives, and sequence numbers continue without a gap or reuse.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::{Command, Stdio};

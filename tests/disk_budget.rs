@@ -1,6 +1,8 @@
 //! A tiny disk budget with the broker down: the database stays within budget, drops are counted and
 //! reported (metrics, and an agent alarm once the broker is back), and the agent keeps running.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -6,6 +6,8 @@
 //! LINESIDE_SOAK_SEED replays a run (the seed is printed); LINESIDE_SOAK_SECS sets the duration of the
 //! fault phase (default 100 s, so the whole test stays within about three minutes). Needs mosquitto.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;

@@ -5,6 +5,8 @@
 //! channel and given a packet id could be dropped unsent; the id was never acknowledged and, once reused,
 //! rumqttc's collision state stopped all sending for good (also with no fault at all).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

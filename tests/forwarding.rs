@@ -1,5 +1,7 @@
 //! End to end: sim → SQLite → MQTT → a real subscriber, with the broker going away in between.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! three dropped connections with it oldest unacknowledged, it is quarantined (kept in the store,
 //! skipped by the cursor, announced) and everything else arrives.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

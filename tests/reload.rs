@@ -2,6 +2,8 @@
 //! invalid config is rejected while the old one keeps running, conf.d files merge (and their errors name
 //! their own file and line), and MQTT changes restart the forwarder without a gap.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -5,6 +5,8 @@
 //! historical); data held while the primary host is offline and delivered as historical after.
 //! Needs mosquitto and python with pysparkplug (`scripts/test` installs both).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 mod sparkplug_host;
 

@@ -3,6 +3,8 @@
 //! aliases resolve against the births, values and datatypes round-trip, `seq` is gap-free modulo 256
 //! and the NDEATH's bdSeq matches the NBIRTH's. Needs python with pysparkplug (`scripts/test`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod sparkplug_host;
 
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! here by hand from the readings the store committed (never guessed), and compared with what the
 //! agent stored and published.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -5,6 +5,8 @@
 //! Screenshots are saved under `$CARGO_TARGET_TMPDIR/station/`; with `LINESIDE_SCREENSHOTS=docs` they
 //! are also written to docs/ (the README's pictures come from here).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 #[path = "common/webdriver.rs"]
 mod webdriver;

@@ -3,6 +3,8 @@
 //! that no longer validates still finds the agent; and it exits 1 once the agent is gone, 2 when the config
 //! names no metrics address.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,8 @@
 //! names two different readings) and a damaged page among unforwarded readings (skipped, counted and
 //! announced; forwarding goes on).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::HashMap;

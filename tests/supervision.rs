@@ -4,6 +4,8 @@
 //! - SIGTERM under load with the broker down ends the process within 5 s, and what was committed is
 //!   still there after a restart.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

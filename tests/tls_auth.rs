@@ -1,6 +1,8 @@
 //! Secure by default upstream: TLS (rustls, ring) with a private CA, a client certificate and a user
 //! name/password against a real mosquitto; a wrong password is refused and never appears in the logs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;

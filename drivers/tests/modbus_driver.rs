@@ -1,6 +1,7 @@
 //! The Modbus driver against in-process tokio-modbus servers: Modbus TCP, RTU over TCP, and RTU on a
 //! pseudo-terminal pair. The device is driven through its public `Device::run`, exactly as the agent runs it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(feature = "modbus")]
 
 use std::collections::HashSet;

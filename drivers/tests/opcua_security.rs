@@ -1,6 +1,8 @@
 //! Security and commissioning against the in-process server: an unknown server certificate is rejected
 //! (and saved in rejected/) until it is trusted, then SignAndEncrypt with a user name works; a wrong
 //! password is reported without the password; endpoints and browse show what a config needs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(feature = "opcua")]
 
 mod opcua_support;

@@ -8,6 +8,8 @@
 //! time (Linux `/proc/thread-self/schedstat`), which is the per-core figure even on a machine
 //! shared with other work. Elsewhere `spc-cpu` falls back to wall-clock time.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 use std::time::Instant;
 

@@ -1,6 +1,8 @@
 //! The constants against the published table: Montgomery, Introduction to Statistical Quality
 //! Control, Appendix VI "Factors for constructing variables control charts", n = 2..25.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use lineside_spc::constants::Constants;
 
 #[rustfmt::skip]

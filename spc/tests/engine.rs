@@ -1,6 +1,8 @@
 //! Engine behaviour: subgrouping, context, separate charts, phases, out-of-spec, restore and
 //! recalculation.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

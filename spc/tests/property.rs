@@ -2,6 +2,8 @@
 //! whole-series implementation of the rules (written here from their definitions, looking at
 //! explicit windows of the series) flags.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeSet;
 
 use lineside_spc::{Characteristic, CharacteristicSpec, ChartId, Observation, Output, Rule};

@@ -1,6 +1,8 @@
 //! One test per rule and convention, with hand-made sequences on an individuals chart with fixed
 //! limits centre 0 and sigma 1 (zones at +-1, +-2, limits at +-3).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use lineside_spc::{
     Characteristic, CharacteristicSpec, ChartId, Observation, Output, Rule, Severity,
 };

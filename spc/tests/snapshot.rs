@@ -1,6 +1,8 @@
 //! Restart: snapshot, persist (JSON), restore, replay the rest: the outputs are exactly those of
 //! an engine that was never interrupted.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use lineside_spc::{
     Characteristic, CharacteristicSpec, Observation, Output, Snapshot, SnapshotError,
 };

@@ -1,5 +1,7 @@
 //! `[[characteristic]]` parsing and validation.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use lineside_spc::{
     Characteristic, CharacteristicSpec, ChartType, RulePreset, Severity, SpecIssue,
 };

@@ -9,6 +9,8 @@
 //! a message otherwise). `scripts/test` installs lintian and runs it. `LINESIDE_DEB=path/to/lineside.deb`
 //! tests an existing package instead.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../common/mod.rs"]
 mod common;
 mod installed;
