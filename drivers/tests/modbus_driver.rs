@@ -1,6 +1,7 @@
 //! The Modbus driver against in-process tokio-modbus servers: Modbus TCP, RTU over TCP, and RTU on a
 //! pseudo-terminal pair. The device is driven through its public `Device::run`, exactly as the agent runs it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(feature = "modbus")]
 
 use std::collections::HashSet;
@@ -561,7 +562,17 @@ async fn commissioning_read_once() {
         ..r.clone()
     };
     let err = modbus::read_once(&missing).await.unwrap_err();
-    assert!(err.contains("timeout"), "{err}");
+    assert!(
+        matches!(
+            err,
+            modbus::commission::ReadOnceError::Transaction {
+                error: modbus::transport::TxError::Timeout(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("timeout"), "{err}");
     server.abort();
 }
 

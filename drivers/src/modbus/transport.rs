@@ -41,37 +41,55 @@ pub enum ReadData {
     Bits(Vec<bool>),
 }
 
-/// Why a transaction gave no data.
-#[derive(Debug, Clone, PartialEq)]
+/// Why a transaction gave no data. Device refusals ([`TxError::Exception`]: the device answered, the link
+/// is fine) are kept apart from link failures, as tokio-modbus does. The display form is the quality reason
+/// for the tags of the request (short, stable wording: historians group by it).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TxError {
     /// The device refused the request (it answered, the link is fine).
+    #[error("exception: {}", exception_name(*.0))]
     Exception(ExceptionCode),
     /// No reply within the request timeout.
+    #[error("timeout: no reply within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
-    /// I/O error on the link.
+    /// I/O error on the link (its stable reason, see [`crate::report::io_reason`]).
+    #[error("transport: {0}")]
     Transport(String),
     /// A reply that does not belong to the request or is malformed.
-    Protocol(String),
+    #[error("protocol: {0}")]
+    Protocol(ProtocolFault),
     /// Connecting failed just now.
+    #[error("not connected: {0}")]
     Connect(String),
     /// The link is down and the next connect attempt is not due yet: nothing was sent.
+    #[error("not connected: {0}")]
     NotConnected(String),
 }
 
 impl TxError {
-    /// The quality reason for the tags of the request (short, stable wording: historians group by it).
+    /// The quality reason for the tags of the request: the display form.
     pub fn reason(&self) -> String {
-        match self {
-            TxError::Exception(code) => format!("exception: {}", exception_name(*code)),
-            TxError::Timeout(d) => format!(
-                "timeout: no reply within {}",
-                humantime::format_duration(*d)
-            ),
-            TxError::Transport(e) => format!("transport: {e}"),
-            TxError::Protocol(e) => format!("protocol: {e}"),
-            TxError::Connect(e) | TxError::NotConnected(e) => format!("not connected: {e}"),
-        }
+        self.to_string()
     }
+}
+
+/// A reply that does not answer the request: the link is dropped, since later replies cannot be trusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolFault {
+    #[error("device answered {got} register(s) for a read of {want}")]
+    RegisterCount { got: usize, want: usize },
+    #[error("device answered {got} bit(s) for a read of {want}")]
+    BitCount { got: usize, want: usize },
+    #[error("reply of function {function} to a {area} read")]
+    WrongFunction {
+        function: tokio_modbus::FunctionCode,
+        area: Area,
+    },
+    /// tokio-modbus's message (the transaction id or unit that did not match).
+    #[error("reply header does not match the request ({0})")]
+    HeaderMismatch(String),
+    #[error("reply function code does not match the request (function {0})")]
+    FunctionCodeMismatch(tokio_modbus::FunctionCode),
 }
 
 /// `IllegalDataAddress`, `ServerDeviceBusy`, ... or `code 0x0C` for codes outside the standard.
@@ -329,19 +347,19 @@ fn round_ms(d: Duration) -> Duration {
 }
 
 /// A short form of a tokio-modbus protocol error (its Debug form includes the whole decoded reply).
-fn protocol_summary(e: &tokio_modbus::ProtocolError) -> String {
+fn protocol_summary(e: &tokio_modbus::ProtocolError) -> ProtocolFault {
     match e {
         tokio_modbus::ProtocolError::HeaderMismatch { message, .. } => {
-            format!("reply header does not match the request ({message})")
+            ProtocolFault::HeaderMismatch(message.clone())
         }
         tokio_modbus::ProtocolError::FunctionCodeMismatch { request, .. } => {
-            format!("reply function code does not match the request (function {request})")
+            ProtocolFault::FunctionCodeMismatch(*request)
         }
     }
 }
 
 /// Checks that the reply is the right kind and size (never trusting the device) and extracts the data.
-fn check_reply(req: ReadRequest, response: Response) -> Result<ReadData, String> {
+fn check_reply(req: ReadRequest, response: Response) -> Result<ReadData, ProtocolFault> {
     let want = usize::from(req.count);
     match (req.area, response) {
         (Area::HoldingRegister, Response::ReadHoldingRegisters(words))
@@ -349,10 +367,10 @@ fn check_reply(req: ReadRequest, response: Response) -> Result<ReadData, String>
             if words.len() == want {
                 Ok(ReadData::Words(words))
             } else {
-                Err(format!(
-                    "device answered {} register(s) for a read of {want}",
-                    words.len()
-                ))
+                Err(ProtocolFault::RegisterCount {
+                    got: words.len(),
+                    want,
+                })
             }
         }
         (Area::Coil, Response::ReadCoils(mut bits))
@@ -362,17 +380,16 @@ fn check_reply(req: ReadRequest, response: Response) -> Result<ReadData, String>
                 bits.truncate(want);
                 Ok(ReadData::Bits(bits))
             } else {
-                Err(format!(
-                    "device answered {} bit(s) for a read of {want}",
-                    bits.len()
-                ))
+                Err(ProtocolFault::BitCount {
+                    got: bits.len(),
+                    want,
+                })
             }
         }
-        (_, other) => Err(format!(
-            "reply of function {} to a {} read",
-            other.function_code(),
-            req.area
-        )),
+        (_, other) => Err(ProtocolFault::WrongFunction {
+            function: other.function_code(),
+            area: req.area,
+        }),
     }
 }
 
