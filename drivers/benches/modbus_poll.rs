@@ -8,6 +8,8 @@
 //! driver side (poll loop, tokio-modbus client, decoding, readings) is measured apart from the servers' and
 //! the sink's, from /proc/self/task/*/stat (Linux only; std only, no extra crates).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::future::{Ready, ready};
 use std::net::SocketAddr;

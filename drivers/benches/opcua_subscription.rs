@@ -6,6 +6,8 @@
 //!
 //! Environment: OPCUA_BENCH_SECS (measurement length, default 20), OPCUA_BENCH_ITEMS (default 1000).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../tests/opcua_support/mod.rs"]
 mod opcua_support;
 

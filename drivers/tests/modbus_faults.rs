@@ -2,6 +2,7 @@
 //! refuses inside a merged read (exception isolation), 64-bit integers at the ends of their ranges, and a
 //! server that goes away (report by exception, stable and readable reasons).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(feature = "modbus")]
 
 use std::collections::BTreeMap;

@@ -3,6 +3,7 @@
 //! pyserial). The peer script is tests/interop/modbus_server.py; python comes from `LINESIDE_PYTHON`
 //! (default `python3`) and needs `pip install pymodbus==3.16.1 pyserial`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(feature = "modbus")]
 
 use std::io::{BufRead, BufReader};

@@ -1,5 +1,7 @@
 //! Interop with a different OPC UA implementation: Python's asyncua server (tests/interop/opcua_server.py).
 //! Needs `pip install asyncua`; python is taken from $LINESIDE_PYTHON (default `python3`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(feature = "opcua")]
 
 mod opcua_support;

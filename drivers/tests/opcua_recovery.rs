@@ -2,6 +2,8 @@
 //! the same port. After each reconnect every monitored item must deliver again, without restarting the
 //! driver (the classic failures are items reading "unknown" after a server restart, or subscriptions
 //! that are never restored).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(feature = "opcua")]
 
 mod opcua_support;

@@ -1,5 +1,7 @@
 //! OPC UA driver against an in-process async-opcua server: subscriptions deliver every change, polled
 //! mode reads, and a node id that does not exist is reported per tag while the others keep flowing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(feature = "opcua")]
 
 mod opcua_support;

@@ -1,5 +1,7 @@
 //! OPC UA values that must arrive exactly (64-bit integers at the ends of their ranges, a QualifiedName with
 //! its namespace index), and several devices starting together on a fresh PKI directory.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(feature = "opcua")]
 
 mod opcua_support;

@@ -7,6 +7,7 @@
 //! `long_run` property runs 2 000 000 cases of the full pipeline:
 //!   cargo test -p lineside-drivers --features serial --test serial_fuzz -- --include-ignored --nocapture
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(feature = "serial")]
 
 use std::sync::atomic::{AtomicU64, Ordering};

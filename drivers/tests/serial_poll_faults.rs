@@ -6,6 +6,7 @@
 //! request; no value is invented (the tail of a late reply never answers the next request); error replies
 //! are instrument errors (counted as exceptions) with the instrument's code; garbage is counted.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(all(unix, feature = "serial"))]
 
 use std::sync::Arc;

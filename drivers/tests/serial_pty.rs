@@ -3,6 +3,7 @@
 //! be. Ptys ignore baud rate and parity, so these tests are about framing, protocols, triggers and
 //! recovery, not timing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(all(unix, feature = "serial"))]
 
 use std::path::{Path, PathBuf};
