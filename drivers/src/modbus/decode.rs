@@ -530,8 +530,18 @@ mod tests {
             to_value(Raw::Signed(-5), Some((2.0, 0.0))),
             Ok(Value::F64(-10.0))
         );
-        assert!(to_value(Raw::Float(f64::NAN), None).is_err());
+        // The reason texts readers see (`decode: ...`) are the errors' display forms.
+        assert_eq!(
+            to_value(Raw::Float(f64::NAN), None)
+                .unwrap_err()
+                .to_string(),
+            "device sent NaN"
+        );
         assert!(to_value(Raw::Float(f64::INFINITY), Some((1.0, 0.0))).is_err());
+        assert_eq!(
+            to_value(Raw::Signed(i64::MAX), Some((f64::MAX, 0.0))),
+            Err(DecodeError::ScaledNotFinite(i64::MAX as f64))
+        );
         assert_eq!(
             to_value(Raw::Unsigned(u64::MAX), None),
             Ok(Value::U64(u64::MAX))

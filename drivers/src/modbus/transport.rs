@@ -550,8 +550,18 @@ mod tests {
             check_reply(req, Response::ReadHoldingRegisters(vec![1, 2])),
             Ok(ReadData::Words(vec![1, 2]))
         );
-        assert!(check_reply(req, Response::ReadHoldingRegisters(vec![1])).is_err());
-        assert!(check_reply(req, Response::ReadInputRegisters(vec![1, 2])).is_err());
+        let short = check_reply(req, Response::ReadHoldingRegisters(vec![1])).unwrap_err();
+        assert_eq!(short, ProtocolFault::RegisterCount { got: 1, want: 2 });
+        assert_eq!(
+            TxError::Protocol(short).reason(),
+            "protocol: device answered 1 register(s) for a read of 2"
+        );
+        assert_eq!(
+            check_reply(req, Response::ReadInputRegisters(vec![1, 2]))
+                .unwrap_err()
+                .to_string(),
+            "reply of function 4 to a holding-register read"
+        );
         let bits = ReadRequest {
             area: Area::Coil,
             count: 3,
