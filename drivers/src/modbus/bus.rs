@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::{Endpoint, Timing};
-use super::transport::{Link, ReadRequest, TxError, TxOutcome};
+use super::transport::{Link, LinkDown, ReadRequest, TxError, TxOutcome};
 
 struct Job {
     req: ReadRequest,
@@ -52,7 +52,7 @@ impl BusHandle {
             reply,
         };
         let gone = || TxOutcome {
-            result: Err(TxError::NotConnected("the bus task has stopped".into())),
+            result: Err(TxError::NotConnected(LinkDown::BusStopped)),
             requests: 0,
             reconnected: false,
         };

@@ -26,7 +26,7 @@ use super::bus::{self, BusHandle};
 use super::config::{DeviceConfig, TagConfig};
 use super::decode;
 use super::plan::Block;
-use super::transport::{Link, ReadData, ReadRequest, TxError, TxOutcome, exception_name};
+use super::transport::{Link, LinkDown, ReadData, ReadRequest, TxError, TxOutcome, exception_name};
 use crate::device::{DeviceContext, DeviceMetrics, DeviceState, ErrorBurst};
 use crate::reading::{Quality, Reading, Value};
 
@@ -57,7 +57,7 @@ impl Channel {
             Channel::Own(link) => link.read(req, timeout, ifd).await,
             Channel::Bus(bus) => bus.read(req, timeout, ifd).await,
             Channel::Refused(e) => TxOutcome {
-                result: Err(TxError::NotConnected(e.to_string())),
+                result: Err(TxError::NotConnected(LinkDown::Refused(e.to_string()))),
                 requests: 0,
                 reconnected: false,
             },

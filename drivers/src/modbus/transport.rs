@@ -60,10 +60,38 @@ pub enum TxError {
     Protocol(ProtocolFault),
     /// Connecting failed just now.
     #[error("not connected: {0}")]
-    Connect(String),
+    Connect(ConnectFailure),
     /// The link is down and the next connect attempt is not due yet: nothing was sent.
     #[error("not connected: {0}")]
-    NotConnected(String),
+    NotConnected(LinkDown),
+}
+
+/// Why a connect attempt failed. `endpoint` is the endpoint's display form (`10.0.0.5:502`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectFailure {
+    /// The OS refused or failed the connect (or the serial port would not open); `reason` is the stable
+    /// wording of [`crate::report::io_reason`].
+    #[error("{endpoint}: {reason}")]
+    Io { endpoint: String, reason: String },
+    #[error("{endpoint}: connect timed out after {}", humantime::format_duration(*timeout))]
+    TimedOut { endpoint: String, timeout: Duration },
+}
+
+/// Why a transaction was not even sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkDown {
+    /// The last connect failed and the next attempt is not due yet (the retry timing goes to the log,
+    /// never into the reason: one cause, one reason text).
+    #[error(transparent)]
+    Connect(ConnectFailure),
+    #[error("link down")]
+    Down,
+    #[error("the bus task has stopped")]
+    BusStopped,
+    /// The device may not use its bus (another device opened it with other line settings); the text says
+    /// which (see [`super::bus::BusConflict`]).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl TxError {
@@ -148,7 +176,7 @@ pub struct Link {
     backoff: Backoff,
     /// No connect attempt before this instant (set after a failed connect).
     retry_at: Option<Instant>,
-    last_connect_error: Option<String>,
+    last_connect_error: Option<ConnectFailure>,
     ever_connected: bool,
     /// End of the last frame on the line, for the inter-frame delay.
     last_frame_end: Option<Instant>,
@@ -192,11 +220,14 @@ impl Link {
             {
                 // The retry timing goes to the log, never into the reason: one cause, one reason text.
                 let wait = at.saturating_duration_since(Instant::now());
-                let why = self.last_connect_error.as_deref().unwrap_or("link down");
+                let why = match &self.last_connect_error {
+                    Some(failure) => LinkDown::Connect(failure.clone()),
+                    None => LinkDown::Down,
+                };
                 tracing::trace!(endpoint = %self.endpoint, "modbus: {why} (next attempt in {})",
                     humantime::format_duration(round_ms(wait)));
                 return TxOutcome {
-                    result: Err(TxError::NotConnected(why.to_string())),
+                    result: Err(TxError::NotConnected(why)),
                     requests: 0,
                     reconnected: false,
                 };
@@ -211,14 +242,16 @@ impl Link {
                     self.timeouts_in_row = 0;
                 }
                 Ok(Err(e)) => {
-                    return self.connect_failed(format!("{}: {}", self.endpoint, io_reason(&e)));
+                    return self.connect_failed(ConnectFailure::Io {
+                        endpoint: self.endpoint.to_string(),
+                        reason: io_reason(&e),
+                    });
                 }
                 Err(_) => {
-                    return self.connect_failed(format!(
-                        "{}: connect timed out after {}",
-                        self.endpoint,
-                        humantime::format_duration(self.connect_timeout)
-                    ));
+                    return self.connect_failed(ConnectFailure::TimedOut {
+                        endpoint: self.endpoint.to_string(),
+                        timeout: self.connect_timeout,
+                    });
                 }
             }
         }
@@ -228,7 +261,7 @@ impl Link {
         let Some(ctx) = self.ctx.as_mut() else {
             // Unreachable: connected just above. Reported rather than panicking.
             return TxOutcome {
-                result: Err(TxError::NotConnected("link down".into())),
+                result: Err(TxError::NotConnected(LinkDown::Down)),
                 requests: 0,
                 reconnected,
             };
@@ -317,12 +350,12 @@ impl Link {
         self.timeouts_in_row = 0;
     }
 
-    fn connect_failed(&mut self, message: String) -> TxOutcome {
+    fn connect_failed(&mut self, failure: ConnectFailure) -> TxOutcome {
         self.ctx = None;
         self.retry_at = Some(Instant::now() + self.backoff.next_delay());
-        self.last_connect_error = Some(message.clone());
+        self.last_connect_error = Some(failure.clone());
         TxOutcome {
-            result: Err(TxError::Connect(message)),
+            result: Err(TxError::Connect(failure)),
             requests: 0,
             reconnected: false,
         }
@@ -606,6 +639,27 @@ mod tests {
         assert_eq!(
             TxError::Timeout(Duration::from_millis(500)).reason(),
             "timeout: no reply within 500ms"
+        );
+        let refused = ConnectFailure::Io {
+            endpoint: "10.0.0.5:502".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(
+            TxError::Connect(refused.clone()).reason(),
+            "not connected: 10.0.0.5:502: connection refused"
+        );
+        assert_eq!(
+            TxError::NotConnected(LinkDown::Connect(refused)).reason(),
+            "not connected: 10.0.0.5:502: connection refused",
+            "the same cause reads the same while the link waits for its next attempt"
+        );
+        assert_eq!(
+            TxError::Connect(ConnectFailure::TimedOut {
+                endpoint: "plc:502".into(),
+                timeout: Duration::from_secs(3)
+            })
+            .reason(),
+            "not connected: plc:502: connect timed out after 3s"
         );
     }
 }
