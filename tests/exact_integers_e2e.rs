@@ -6,6 +6,8 @@
 //! Needs mosquitto and the Python venv with pymodbus and asyncua (`LINESIDE_MOSQUITTO`, `LINESIDE_PYTHON`;
 //! scripts/test installs both).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::HashMap;
