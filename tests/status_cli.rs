@@ -1,7 +1,8 @@
 //! `lineside status` (the real binary) against an agent running in-process with `metrics_listen`: it
 //! prints the devices, the backlog and the broker connection; `--json` gives the status document; a config
 //! that no longer validates still finds the agent; and it exits 1 once the agent is gone, 2 when the config
-//! names no metrics address.
+//! names no metrics address. With a Modbus device whose merged read hits a refused register (pymodbus
+//! peer), it prints the driver's isolation notes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -138,4 +139,100 @@ async fn a_config_without_metrics_listen_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no agent.metrics_listen"), "{err}");
     assert!(err.contains("metrics_listen = \"127.0.0.1:9464\""), "{err}");
+}
+
+/// The pymodbus peer of tests/interop (its holding register 205 is a hole between 200..=204 and
+/// 206..=209); killed when dropped.
+struct ModbusPeer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for ModbusPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn modbus_peer() -> ModbusPeer {
+    use std::io::BufRead;
+    let python = std::env::var("LINESIDE_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/modbus_server.py"
+    );
+    let mut child = std::process::Command::new(&python)
+        .arg(script)
+        .arg("tcp")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {python} {script}: {e}"));
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().parse().unwrap_or_else(|_| {
+        panic!("the pymodbus peer printed {line:?} (is pymodbus installed for {python}?)")
+    });
+    ModbusPeer { child, port }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs pymodbus; run by scripts/test"]
+async fn status_prints_the_modbus_isolation_notes() {
+    let broker = rumqttd().await;
+    let peer = modbus_peer();
+    let metrics_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    // 204 and 206 merge into one read of 204..=206 across the hole at 205: refused, split, isolated.
+    let text = format!(
+        "[agent]\nid = \"test-gw\"\nstate_dir = {state:?}\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\n\
+         [store]\nflush_interval = \"20ms\"\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:{broker}\"\n\n\
+         [[device]]\nname = \"plc\"\ndriver = \"modbus\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n\
+         poll_interval = \"200ms\"\nmax_gap = 4\n\
+         [[device.tag]]\nname = \"r204\"\naddress = 204\n\
+         [[device.tag]]\nname = \"r206\"\naddress = 206\n",
+        state = dir.path().display().to_string(),
+        port = peer.port,
+    );
+    let cfg = load(&text, dir.path());
+    let config: PathBuf = dir.path().join("lineside.toml");
+    let (stop, task) = spawn_agent(cfg);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = status(&config, true).await;
+        if out.status.success() {
+            let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let notes = &doc["devices"][0]["notes"];
+            if notes.as_array().is_some_and(|n| !n.is_empty()) {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the device never reported a split:\n{}",
+            show(&out)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = status(&config, false).await;
+    assert!(out.status.success(), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let note = text
+        .lines()
+        .find(|l| l.starts_with("notes "))
+        .unwrap_or_else(|| panic!("no notes line:\n{text}"));
+    assert!(
+        note.contains("plc: read requests split after exceptions")
+            && note.contains("holding-register 204..=204")
+            && note.contains("holding-register 206..=206"),
+        "{note}"
+    );
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
 }

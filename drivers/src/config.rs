@@ -13,10 +13,11 @@ pub struct ConfigIssue {
 }
 
 impl ConfigIssue {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    /// `message` is any text or typed error; its display form is what `lineside check` prints.
+    pub fn new(path: impl Into<String>, message: impl std::fmt::Display) -> Self {
         ConfigIssue {
             path: path.into(),
-            message: message.into(),
+            message: message.to_string(),
         }
     }
 }
@@ -34,10 +35,19 @@ pub fn from_table<T: DeserializeOwned>(table: toml::Table) -> Result<T, ConfigIs
     })
 }
 
+/// A duration in a config or on a command line that does not parse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid duration {text:?} ({source}); write e.g. \"500ms\", \"2s\", \"5m\"")]
+pub struct DurationError {
+    pub text: String,
+    pub source: humantime::DurationError,
+}
+
 /// Parses "500ms", "2s", "1m 30s", "1h" (humantime syntax).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("invalid duration {text:?} ({e}); write e.g. \"500ms\", \"2s\", \"5m\"")
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    humantime::parse_duration(text.trim()).map_err(|source| DurationError {
+        text: text.to_string(),
+        source,
     })
 }
 

@@ -10,16 +10,17 @@ use serde::Deserialize;
 /// Baud rates accepted in a config: from old 50-baud teleprinter-era gauges to fast USB adapters.
 pub const BAUD_RANGE: RangeInclusive<u32> = 50..=4_000_000;
 
-/// Checks a baud rate against [`BAUD_RANGE`]; the error is the config message.
-pub fn check_baud(baud: u32) -> Result<(), String> {
+/// A baud rate outside [`BAUD_RANGE`]; its text is the config message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must be between {} and {}", BAUD_RANGE.start(), BAUD_RANGE.end())]
+pub struct BaudOutOfRange(pub u32);
+
+/// Checks a baud rate against [`BAUD_RANGE`].
+pub fn check_baud(baud: u32) -> Result<(), BaudOutOfRange> {
     if BAUD_RANGE.contains(&baud) {
         Ok(())
     } else {
-        Err(format!(
-            "must be between {} and {}",
-            BAUD_RANGE.start(),
-            BAUD_RANGE.end()
-        ))
+        Err(BaudOutOfRange(baud))
     }
 }
 
@@ -147,7 +148,10 @@ mod tests {
     fn one_baud_range() {
         assert!(check_baud(50).is_ok());
         assert!(check_baud(4_000_000).is_ok());
-        assert_eq!(check_baud(0).unwrap_err(), "must be between 50 and 4000000");
+        assert_eq!(
+            check_baud(0).unwrap_err().to_string(),
+            "must be between 50 and 4000000"
+        );
         assert!(check_baud(4_000_001).is_err());
     }
 }

@@ -3,12 +3,15 @@
 //!
 //! Keys every driver accepts are taken out here before the driver sees the table:
 //! - `bad_heartbeat`: how often a tag that stays bad for the same reason is reported again (report by
-//!   exception, see [`crate::report`]); default 60 s, `"0s"` reports every bad reading.
+//!   exception, see [`crate::report`]); default 60 s (the agent may set another default for every device
+//!   with `[agent] bad_heartbeat`), `"0s"` reports every bad reading, at most
+//!   [`crate::report::MAX_BAD_HEARTBEAT`].
 
 use std::time::Duration;
 
 use crate::config::{ConfigIssue, parse_duration};
 use crate::device::{Device, DeviceContext, DeviceFuture, TagInfo};
+use crate::report::MAX_BAD_HEARTBEAT;
 
 type ParseFn = fn(&str, toml::Table) -> Result<Box<dyn Device>, Vec<ConfigIssue>>;
 
@@ -66,7 +69,17 @@ pub fn parse_device(
     let bad_heartbeat = match table.remove("bad_heartbeat") {
         None => None,
         Some(toml::Value::String(text)) => match parse_duration(&text) {
-            Ok(d) => Some(d),
+            Ok(d) if d <= MAX_BAD_HEARTBEAT => Some(d),
+            Ok(d) => {
+                return Err(vec![ConfigIssue::new(
+                    "bad_heartbeat",
+                    format!(
+                        "must be between 0s and {} (it is {})",
+                        humantime::format_duration(MAX_BAD_HEARTBEAT),
+                        humantime::format_duration(d)
+                    ),
+                )]);
+            }
             Err(e) => return Err(vec![ConfigIssue::new("bad_heartbeat", e)]),
         },
         Some(other) => {
@@ -143,5 +156,9 @@ mod tests {
         let table: toml::Table = toml::from_str("bad_heartbeat = \"soon\"").unwrap();
         let e = parse_device("d", "sim", table).err().unwrap();
         assert_eq!(e[0].path, "bad_heartbeat");
+        let table: toml::Table = toml::from_str("bad_heartbeat = \"2days\"").unwrap();
+        let e = parse_device("d", "sim", table).err().unwrap();
+        assert_eq!(e[0].path, "bad_heartbeat");
+        assert_eq!(e[0].message, "must be between 0s and 1day (it is 2days)");
     }
 }

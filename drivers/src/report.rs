@@ -16,6 +16,10 @@ use crate::reading::{Quality, Reading};
 /// How often a tag that stays bad for the same reason is reported again.
 pub const DEFAULT_BAD_HEARTBEAT: Duration = Duration::from_secs(60);
 
+/// The longest `bad_heartbeat` a config may set: a fault must show up upstream at least once a day, or a
+/// subscriber cannot tell a device that is still down from an agent that stopped reporting.
+pub const MAX_BAD_HEARTBEAT: Duration = Duration::from_secs(86_400);
+
 /// Per-tag memory of the bad reading last passed on.
 #[derive(Debug)]
 pub struct BadReports {

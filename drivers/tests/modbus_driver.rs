@@ -562,7 +562,17 @@ async fn commissioning_read_once() {
         ..r.clone()
     };
     let err = modbus::read_once(&missing).await.unwrap_err();
-    assert!(err.contains("timeout"), "{err}");
+    assert!(
+        matches!(
+            err,
+            modbus::commission::ReadOnceError::Transaction {
+                error: modbus::transport::TxError::Timeout(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("timeout"), "{err}");
     server.abort();
 }
 

@@ -174,7 +174,11 @@ async fn endpoints_and_browse_show_what_a_config_needs() {
     let err = commission::browse(&target, Some("ns=2;s"), 1, 10)
         .await
         .unwrap_err();
-    assert!(err.contains("identifier"), "{err}");
+    assert!(
+        matches!(err, commission::CommissionError::NodeId(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("identifier"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

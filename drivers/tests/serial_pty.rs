@@ -225,7 +225,7 @@ async fn mitutoyo_stream_with_split_lines_garbage_and_over_long_lines() {
         &slave_path,
         r#"
 protocol = "mitutoyo"
-timeout = "300ms"
+timeout = "1s"
 max_line = 32
 instrument_unit = "mm"
 [[tag]]
@@ -247,7 +247,8 @@ unit = "in"
     master.write_all(b"02A-0012.700\r\n").await.unwrap();
     good(&dev.readings(1).await[0], "id_in", -0.5, Some("in"));
 
-    // A line that arrives in three pieces.
+    // A line that arrives in three pieces (50 ms apart: well inside the 1 s timeout even on a loaded
+    // machine, where 300 ms once let the first two pieces time out).
     for piece in [&b"01A+00"[..], b"00.4", b"56\r"] {
         master.write_all(piece).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;

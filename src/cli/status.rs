@@ -1,6 +1,8 @@
 //! `lineside status`: asks the running agent for its counters (`GET /status` on `agent.metrics_listen`)
-//! and prints the devices with their state and last error, the store's backlog and the age of the oldest
-//! unforwarded reading, the broker connection, and the active alarms when the agent reports them.
+//! and prints the devices with their state and last error (and the notes of drivers that changed something
+//! at run time, such as Modbus read requests split to isolate a refused register), the store's backlog and
+//! the age of the oldest unforwarded reading, the broker connection, and the active alarms when the agent
+//! reports them.
 //!
 //! Plain HTTP/1.1 over a std `TcpStream` with timeouts: the agent's endpoint is a few lines of tokio and
 //! answers one request per connection, so no HTTP client crate is needed.
@@ -281,6 +283,23 @@ fn render(status: &Value, addr: SocketAddr, now: DateTime<Utc>) -> String {
             ["NAME", "DRIVER", "STATE", "READINGS", "BAD", "LAST ERROR"],
             &rows,
         );
+        // What drivers changed at run time (e.g. Modbus read requests split to isolate a refused
+        // register), one line per note, under a label on the first.
+        let notes = devices.iter().flat_map(|d| {
+            let name = text(&d["name"]);
+            d["notes"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .map(move |n| format!("{name}: {n}"))
+        });
+        for (i, note) in notes.enumerate() {
+            let label = if i == 0 { "notes" } else { "" };
+            let _ = writeln!(out, "{label:<11}{note}");
+        }
     }
 
     match active_alarms(status) {
@@ -498,7 +517,8 @@ mod tests {
                 {"name": "bore-gauge", "driver": "sim", "state": "connected", "readings": 7, "bad_readings": 0,
                  "last_error": null},
                 {"name": "press-plc", "driver": "modbus", "state": "reconnecting", "readings": 3, "bad_readings": 3,
-                 "last_error": "connect 10.0.0.5:502: connection refused"}
+                 "last_error": "connect 10.0.0.5:502: connection refused",
+                 "notes": ["read requests split after exceptions (2 request(s) instead of 1; merging retried every 10m): unit 1 holding-register 0..=4, unit 1 holding-register 6..=9"]}
             ]
         })
     }
@@ -528,6 +548,15 @@ mod tests {
         );
         let gauge = text.lines().find(|l| l.contains("bore-gauge")).unwrap();
         assert!(gauge.trim_end().ends_with('-'), "{gauge}");
+        let notes: Vec<&str> = text.lines().filter(|l| l.starts_with("notes")).collect();
+        assert_eq!(
+            notes,
+            [
+                "notes      press-plc: read requests split after exceptions (2 request(s) instead of 1; \
+              merging retried every 10m): unit 1 holding-register 0..=4, unit 1 holding-register 6..=9"
+            ],
+            "{text}"
+        );
         assert!(
             text.contains("alarms     not reported by this agent"),
             "{text}"

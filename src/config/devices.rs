@@ -5,7 +5,31 @@ use std::collections::HashMap;
 use super::checker::{Checker, MAX_ERRORS_PER_ITEM, clean};
 use super::hints::{did_you_mean, explain};
 use super::merge::join;
-use super::types::is_plain_name;
+use super::types::{AgentConfig, is_plain_name};
+
+/// Writes the agent-wide device defaults (`[agent] bad_heartbeat`) into every `[[device]]` table that does not
+/// set the key itself, before the drivers parse the tables. A reload that changes a default then restarts
+/// the devices it applies to, as any other change of their tables does. An out-of-range default is not
+/// applied (`check_agent` reports it).
+pub(super) fn apply_device_defaults(root: &mut toml::Table, agent: &AgentConfig) {
+    let Some(heartbeat) = agent.bad_heartbeat else {
+        return;
+    };
+    if heartbeat > super::ranges::BAD_HEARTBEAT.max {
+        return;
+    }
+    let Some(toml::Value::Array(devices)) = root.get_mut("device") else {
+        return;
+    };
+    let text = humantime::format_duration(heartbeat).to_string();
+    for device in devices {
+        if let toml::Value::Table(table) = device {
+            table
+                .entry("bad_heartbeat")
+                .or_insert_with(|| toml::Value::String(text.clone()));
+        }
+    }
+}
 
 impl Checker<'_> {
     pub(super) fn devices(&mut self, root: &toml::Table) -> Vec<Box<dyn lineside_drivers::Device>> {
@@ -134,7 +158,84 @@ impl Checker<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use crate::config::test_support::{GOOD, errors};
+
+    /// The bad heartbeat each device of `text` runs with (`run` applies it before the device starts).
+    fn heartbeats(text: &str) -> Vec<(String, Duration)> {
+        let cfg = crate::config::load_str(Path::new("t.toml"), text).unwrap();
+        cfg.devices
+            .into_iter()
+            .map(|d| {
+                let name = d.name().to_string();
+                let metrics = Arc::new(lineside_drivers::DeviceMetrics::new(&name, d.kind()));
+                let (sink, _rx) = lineside_drivers::ReadingSink::bounded(1);
+                let ctx = lineside_drivers::DeviceContext {
+                    sink,
+                    metrics: metrics.clone(),
+                    shutdown: tokio_util::sync::CancellationToken::new(),
+                    state_dir: "/tmp".into(),
+                };
+                drop(d.run(ctx));
+                (name, metrics.bad_heartbeat())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_agent_sets_the_default_bad_heartbeat_and_a_device_overrides_it() {
+        let second = "[[device]]\nname = \"g2\"\ndriver = \"sim\"\ninterval = \"1s\"\nbad_heartbeat = \"0s\"\n\
+                      [[device.tag]]\nname = \"d\"\n";
+        assert_eq!(
+            heartbeats(&format!("{GOOD}{second}")),
+            [
+                (
+                    "g1".to_string(),
+                    lineside_drivers::report::DEFAULT_BAD_HEARTBEAT
+                ),
+                ("g2".to_string(), Duration::ZERO)
+            ]
+        );
+        let text =
+            format!("{GOOD}{second}").replace("[agent]\n", "[agent]\nbad_heartbeat = \"5m\"\n");
+        assert_eq!(
+            heartbeats(&text),
+            [
+                ("g1".to_string(), Duration::from_secs(300)),
+                ("g2".to_string(), Duration::ZERO)
+            ]
+        );
+        // A reload compares device tables: the default is part of the devices it applies to.
+        let cfg = crate::config::load_str(Path::new("t.toml"), &text).unwrap();
+        assert_eq!(
+            cfg.device_tables["g1"].get("bad_heartbeat"),
+            Some(&toml::Value::String("5m".into()))
+        );
+        assert_eq!(
+            cfg.device_tables["g2"].get("bad_heartbeat"),
+            Some(&toml::Value::String("0s".into()))
+        );
+    }
+
+    #[test]
+    fn bad_heartbeats_out_of_range_are_reported_where_they_are_written() {
+        let text = GOOD.replace("[agent]\n", "[agent]\nbad_heartbeat = \"2days\"\n");
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].key, "agent.bad_heartbeat");
+        assert!(errs[0].message.contains("between 0s and 1day"), "{errs:?}");
+        let text = GOOD.replace(
+            "interval = \"100ms\"",
+            "interval = \"100ms\"\nbad_heartbeat = \"25h\"",
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].key, "device[0].bad_heartbeat");
+        assert!(errs[0].message.contains("between 0s and 1day"), "{errs:?}");
+    }
 
     #[test]
     fn missing_section_and_duplicate_device() {

@@ -80,7 +80,7 @@ fn load_sources(
     if syntax {
         return Err(cx.into_errors());
     }
-    let root = merged.root;
+    let mut root = merged.root;
 
     cx.check_sections(&root);
     let agent: Option<AgentConfig> = cx.section(&root, "agent", true);
@@ -99,6 +99,7 @@ fn load_sources(
     let sparkplug: Option<SparkplugConfig> = cx.section(&root, "sparkplug", false);
     if let Some(agent) = &agent {
         cx.check_agent(agent);
+        super::devices::apply_device_defaults(&mut root, agent);
     }
     if let Some(store) = &store {
         cx.check_store(store);

@@ -31,6 +31,11 @@ pub const INGEST_QUEUE: Range<u64> = Range {
     min: 1,
     max: 1_000_000,
 };
+/// Also the range of a device's own `bad_heartbeat` (checked by the drivers); `0s` reports every bad reading.
+pub const BAD_HEARTBEAT: Range<Duration> = Range {
+    min: Duration::ZERO,
+    max: lineside_drivers::report::MAX_BAD_HEARTBEAT,
+};
 // [store]
 pub const BATCH_SIZE: Range<u64> = Range {
     min: 1,

@@ -48,6 +48,9 @@ impl Checker<'_> {
             agent.ingest_queue as u64,
             ranges::INGEST_QUEUE,
         );
+        if let Some(heartbeat) = agent.bad_heartbeat {
+            self.in_range("agent.bad_heartbeat", heartbeat, ranges::BAD_HEARTBEAT);
+        }
     }
 
     /// A path `run` creates or opens: no NUL byte, no component longer than 255 bytes, at most 4095

@@ -76,6 +76,10 @@ pub struct AgentConfig {
     /// Print readings (a summary per second) and alarms to stdout, as `lineside demo` does.
     #[serde(default)]
     pub echo: Echo,
+    /// Default `bad_heartbeat` of every device (how often a tag that stays bad for the same reason is
+    /// reported again); a device's own key overrides it. The drivers' default (60 s) when absent.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub bad_heartbeat: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

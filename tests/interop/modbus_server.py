@@ -12,7 +12,9 @@ closes or it is killed.
 Layout (zero-based addresses; see drivers/tests/modbus_interop.rs for the expected values):
   unit 1 holding registers 0..=18: u16, i16, u32 (abcd), f32 (cdab), f64 (abcd), i64 (dcba), string,
          a status word; holding registers from 100 are not defined (reads get IllegalDataAddress),
-         except 200..=204 and 206..=209 (value = address): a hole at 205 inside a readable span
+         except 200..=204 and 206..=209 (value = address): a hole at 205 inside a readable span, and
+         300..=315: 64-bit extremes in order abcd: u64 18446744073709551615 (300), i64 -9223372036854775808
+         (304), i64 9223372036854775807 (308), u64 12345678901234567890 (312)
   unit 1 input register 0: i16 -100; coils 0..=7 and discrete inputs 0..=7: alternating bits
   unit 2 holding register 0: 4242
   unit 3: receives requests but never answers (a dead unit on the line)
@@ -47,6 +49,15 @@ def holding_unit1():
     return regs
 
 
+def extremes_64():
+    regs = []
+    regs += words("Q", 2**64 - 1)  # 300..303 u64::MAX
+    regs += words("q", -(2**63))  # 304..307 i64::MIN
+    regs += words("q", 2**63 - 1)  # 308..311 i64::MAX
+    regs += words("Q", 12345678901234567890)  # 312..315 above i64::MAX
+    return regs
+
+
 def devices():
     bits = [i % 2 == 0 for i in range(8)]
     unit1 = SimDevice(
@@ -58,6 +69,7 @@ def devices():
                 SimData(0, values=holding_unit1(), datatype=DataType.REGISTERS),
                 SimData(200, values=list(range(200, 205)), datatype=DataType.REGISTERS),
                 SimData(206, values=list(range(206, 210)), datatype=DataType.REGISTERS),
+                SimData(300, values=extremes_64(), datatype=DataType.REGISTERS),
             ],
             [SimData(0, values=words("h", -100), datatype=DataType.REGISTERS)],
         ),

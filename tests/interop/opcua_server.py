@@ -6,7 +6,8 @@ the async-opcua client under test).
 
 Binds 127.0.0.1 on a port chosen by the OS and prints that port as the first line of stdout. Exposes
 namespace "urn:lineside:interop" with Objects/Line1/{Bore (Double), Count (Int32, +1 every 100 ms),
-Program (String), Temps (Double[3])}. With --security basic256sha256 the only endpoint is
+Program (String), Temps (Double[3]), and 64-bit extremes UMax (UInt64 18446744073709551615), Big (UInt64
+12345678901234567890), IMin (Int64 -9223372036854775808), IMax (Int64 9223372036854775807)}. With --security basic256sha256 the only endpoint is
 Basic256Sha256/SignAndEncrypt with user name authentication; the server certificate is generated at start
 (self-signed, SAN 127.0.0.1 and localhost). Exits when stdin closes or on SIGTERM.
 """
@@ -94,6 +95,10 @@ async def main():
     count = await line.add_variable(ua.NodeId("Count", idx), "Count", 0, ua.VariantType.Int32)
     await line.add_variable(ua.NodeId("Program", idx), "Program", "O1234", ua.VariantType.String)
     await line.add_variable(ua.NodeId("Temps", idx), "Temps", [20.5, 21.0, 22.25], ua.VariantType.Double)
+    await line.add_variable(ua.NodeId("UMax", idx), "UMax", 2**64 - 1, ua.VariantType.UInt64)
+    await line.add_variable(ua.NodeId("Big", idx), "Big", 12345678901234567890, ua.VariantType.UInt64)
+    await line.add_variable(ua.NodeId("IMin", idx), "IMin", -(2**63), ua.VariantType.Int64)
+    await line.add_variable(ua.NodeId("IMax", idx), "IMax", 2**63 - 1, ua.VariantType.Int64)
 
     async with server:
         port = server.bserver._server.sockets[0].getsockname()[1]

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::{Endpoint, Timing};
-use super::transport::{Link, ReadRequest, TxError, TxOutcome};
+use super::transport::{Link, LinkDown, ReadRequest, TxError, TxOutcome};
 
 struct Job {
     req: ReadRequest,
@@ -52,7 +52,7 @@ impl BusHandle {
             reply,
         };
         let gone = || TxOutcome {
-            result: Err(TxError::NotConnected("the bus task has stopped".into())),
+            result: Err(TxError::NotConnected(LinkDown::BusStopped)),
             requests: 0,
             reconnected: false,
         };
@@ -90,23 +90,37 @@ pub fn bus_key(endpoint: &Endpoint) -> String {
     }
 }
 
+/// A device that names other line settings than the device that opened its bus.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{key} is already in use by device `{opened_by}` as {existing}; this device names {requested} \
+     (devices on one bus must use the same line settings)"
+)]
+pub struct BusConflict {
+    pub key: String,
+    pub opened_by: String,
+    pub existing: Box<Endpoint>,
+    pub requested: Box<Endpoint>,
+}
+
 /// Joins the bus of `endpoint`, opening it if no running device uses it. Must be called inside a tokio
 /// runtime (it may spawn the bus task). Errs when the bus is open with other line settings.
 pub fn attach(
     endpoint: &Endpoint,
     timing: &Timing,
     device: &str,
-) -> Result<Arc<BusHandle>, String> {
+) -> Result<Arc<BusHandle>, BusConflict> {
     let key = bus_key(endpoint);
     let mut map = registry().lock().unwrap_or_else(|p| p.into_inner());
     map.retain(|_, weak| weak.strong_count() > 0);
     if let Some(existing) = map.get(&key).and_then(Weak::upgrade) {
         if &existing.endpoint != endpoint && !same_line(&existing.endpoint, endpoint) {
-            return Err(format!(
-                "{key} is already in use by device `{}` as {}; this device names {} (devices on one bus must \
-                 use the same line settings)",
-                existing.opened_by, existing.endpoint, endpoint
-            ));
+            return Err(BusConflict {
+                key,
+                opened_by: existing.opened_by.clone(),
+                existing: Box::new(existing.endpoint.clone()),
+                requested: Box::new(endpoint.clone()),
+            });
         }
         return Ok(existing);
     }

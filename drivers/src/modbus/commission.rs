@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::config::{Endpoint, Timing};
 use super::decode::{self, Area, ByteOrder, DataType, Raw};
-use super::transport::{Link, ReadData, ReadRequest};
+use super::transport::{Link, ReadData, ReadRequest, TxError};
 
 /// One read to make.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,17 +21,29 @@ pub struct ReadOnce {
     pub timeout: Duration,
 }
 
+/// Why a commissioning read gave no data.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReadOnceError {
+    #[error("count must be between 1 and {} for {area}", area.protocol_max())]
+    Count { area: Area },
+    #[error("the window runs past address 65535")]
+    PastEnd,
+    /// The transaction failed: `{endpoint} {request}: {reason}`.
+    #[error("{endpoint} {request}: {error}")]
+    Transaction {
+        endpoint: Endpoint,
+        request: ReadRequest,
+        error: TxError,
+    },
+}
+
 /// Reads once. Errs with a readable message on timeout, exception, or link failure.
-pub async fn read_once(r: &ReadOnce) -> Result<ReadData, String> {
+pub async fn read_once(r: &ReadOnce) -> Result<ReadData, ReadOnceError> {
     if r.count == 0 || r.count > r.area.protocol_max() {
-        return Err(format!(
-            "count must be between 1 and {} for {}",
-            r.area.protocol_max(),
-            r.area
-        ));
+        return Err(ReadOnceError::Count { area: r.area });
     }
     if u32::from(r.address) + u32::from(r.count) > 65_536 {
-        return Err("the window runs past address 65535".into());
+        return Err(ReadOnceError::PastEnd);
     }
     let timing = Timing {
         poll_interval: Duration::from_secs(1),
@@ -51,7 +63,11 @@ pub async fn read_once(r: &ReadOnce) -> Result<ReadData, String> {
     link.read(req, r.timeout, Duration::ZERO)
         .await
         .result
-        .map_err(|e| format!("{} {req}: {}", r.endpoint, e.reason()))
+        .map_err(|error| ReadOnceError::Transaction {
+            endpoint: r.endpoint.clone(),
+            request: req,
+            error,
+        })
 }
 
 /// One value decoded from the window: the type at `address` in each order that reads it differently.

@@ -439,12 +439,25 @@ fn endpoint(raw: &RawDevice, issues: &mut Vec<ConfigIssue>) -> Option<Endpoint> 
     }
 }
 
+/// An address that is not `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostPortError {
+    #[error("must not be empty; write \"host:port\", e.g. \"10.0.0.5:502\"")]
+    Empty,
+    #[error("invalid port {port:?} in {text:?}; write \"host:port\"")]
+    Port { port: String, text: String },
+    #[error("invalid host in {0:?}; write \"host:port\"")]
+    Host(String),
+    #[error("port 0 is not a valid device port")]
+    Zero,
+}
+
 /// `host:port`, `host` (port 502), `[v6]:port`. The host is resolved at every connect, so a DNS change is
 /// picked up after a reconnect.
-pub fn parse_host_port(text: &str) -> Result<(String, u16), String> {
+pub fn parse_host_port(text: &str) -> Result<(String, u16), HostPortError> {
     let text = text.trim();
     if text.is_empty() {
-        return Err("must not be empty; write \"host:port\", e.g. \"10.0.0.5:502\"".into());
+        return Err(HostPortError::Empty);
     }
     if let Ok(sa) = text.parse::<std::net::SocketAddr>() {
         return Ok((sa.ip().to_string(), sa.port()));
@@ -454,19 +467,20 @@ pub fn parse_host_port(text: &str) -> Result<(String, u16), String> {
     }
     let (host, port) = match text.rsplit_once(':') {
         Some((h, p)) => {
-            let port = p
-                .parse::<u16>()
-                .map_err(|_| format!("invalid port {p:?} in {text:?}; write \"host:port\""))?;
+            let port = p.parse::<u16>().map_err(|_| HostPortError::Port {
+                port: p.to_string(),
+                text: text.to_string(),
+            })?;
             (h, port)
         }
         None => (text, DEFAULT_PORT),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
-        return Err(format!("invalid host in {text:?}; write \"host:port\""));
+        return Err(HostPortError::Host(text.to_string()));
     }
     if port == 0 {
-        return Err("port 0 is not a valid device port".into());
+        return Err(HostPortError::Zero);
     }
     Ok((host.to_string(), port))
 }

@@ -228,17 +228,25 @@ impl fmt::Display for Raw {
     }
 }
 
-/// Why registers could not be decoded (a device answered with fewer registers than asked, or a bad plan).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeError(pub String);
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Why registers gave no value: a device answered with fewer registers than asked (or a bad plan), or sent
+/// a number that is not one (NaN and infinities flag a sensor fault on many devices).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{ty} needs {need} register(s), got {got}")]
+    WrongLength {
+        ty: DataType,
+        need: usize,
+        got: usize,
+    },
+    #[error("{0} needs at least one register")]
+    NoRegister(DataType),
+    #[error("bit {0} is outside 0..=15")]
+    BitOutOfRange(u8),
+    #[error("device sent {0}")]
+    NotFinite(f64),
+    #[error("value {0} is not a finite number")]
+    ScaledNotFinite(f64),
 }
-
-impl std::error::Error for DecodeError {}
 
 /// Decodes a value of `ty` from `words` (exactly the registers of the value, in wire order). `bit` is used
 /// by [`DataType::Bit`]; the number of registers of a string is `words.len()`.
@@ -250,19 +258,20 @@ pub fn decode_registers(
 ) -> Result<Raw, DecodeError> {
     let need = ty.fixed_registers().unwrap_or(words.len() as u16) as usize;
     if words.len() != need || need == 0 {
-        return Err(DecodeError(format!(
-            "{ty} needs {need} register(s), got {}",
-            words.len()
-        )));
+        return Err(DecodeError::WrongLength {
+            ty,
+            need,
+            got: words.len(),
+        });
     }
     let Some(&first) = words.first() else {
-        return Err(DecodeError(format!("{ty} needs at least one register")));
+        return Err(DecodeError::NoRegister(ty));
     };
     Ok(match ty {
         DataType::Bool => Raw::Bool(first != 0),
         DataType::Bit => {
             if bit > 15 {
-                return Err(DecodeError(format!("bit {bit} is outside 0..=15")));
+                return Err(DecodeError::BitOutOfRange(bit));
             }
             Raw::Bool(first & (1 << bit) != 0)
         }
@@ -366,19 +375,22 @@ pub fn encode_registers(raw: &Raw, ty: DataType, order: ByteOrder) -> Vec<u16> {
 /// Turns a decoded value into a reading's value: `raw * scale + offset` as f64 when `linear` is set,
 /// integers exactly (i64, or u64 above i64's range: see [`crate::reading::Value`]), floats as f64. Errs (bad
 /// quality) on NaN/infinite floats, which devices use to flag a sensor fault.
-pub fn to_value(raw: Raw, linear: Option<(f64, f64)>) -> Result<crate::reading::Value, String> {
+pub fn to_value(
+    raw: Raw,
+    linear: Option<(f64, f64)>,
+) -> Result<crate::reading::Value, DecodeError> {
     use crate::reading::Value;
-    let scaled = |x: f64| -> Result<Value, String> {
+    let scaled = |x: f64| -> Result<Value, DecodeError> {
         let (scale, offset) = linear.unwrap_or((1.0, 0.0));
         let y = x * scale + offset;
         if y.is_finite() {
             Ok(Value::F64(y))
         } else {
-            Err(format!("value {x} is not a finite number"))
+            Err(DecodeError::ScaledNotFinite(x))
         }
     };
     match raw {
-        Raw::Float(x) if !x.is_finite() => Err(format!("device sent {x}")),
+        Raw::Float(x) if !x.is_finite() => Err(DecodeError::NotFinite(x)),
         Raw::Float(x) => scaled(x),
         Raw::Unsigned(u) if linear.is_some() => scaled(u as f64),
         Raw::Signed(i) if linear.is_some() => scaled(i as f64),
@@ -518,8 +530,18 @@ mod tests {
             to_value(Raw::Signed(-5), Some((2.0, 0.0))),
             Ok(Value::F64(-10.0))
         );
-        assert!(to_value(Raw::Float(f64::NAN), None).is_err());
+        // The reason texts readers see (`decode: ...`) are the errors' display forms.
+        assert_eq!(
+            to_value(Raw::Float(f64::NAN), None)
+                .unwrap_err()
+                .to_string(),
+            "device sent NaN"
+        );
         assert!(to_value(Raw::Float(f64::INFINITY), Some((1.0, 0.0))).is_err());
+        assert_eq!(
+            to_value(Raw::Signed(i64::MAX), Some((f64::MAX, 0.0))),
+            Err(DecodeError::ScaledNotFinite(i64::MAX as f64))
+        );
         assert_eq!(
             to_value(Raw::Unsigned(u64::MAX), None),
             Ok(Value::U64(u64::MAX))

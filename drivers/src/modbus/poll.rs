@@ -26,7 +26,7 @@ use super::bus::{self, BusHandle};
 use super::config::{DeviceConfig, TagConfig};
 use super::decode;
 use super::plan::Block;
-use super::transport::{Link, ReadData, ReadRequest, TxError, TxOutcome, exception_name};
+use super::transport::{Link, LinkDown, ReadData, ReadRequest, TxError, TxOutcome, exception_name};
 use crate::device::{DeviceContext, DeviceMetrics, DeviceState, ErrorBurst};
 use crate::reading::{Quality, Reading, Value};
 
@@ -37,7 +37,7 @@ enum Channel {
     /// RTU: the device shares the bus task of its port or gateway.
     Bus(Arc<BusHandle>),
     /// The bus is open with other line settings: every request fails with this reason.
-    Refused(String),
+    Refused(bus::BusConflict),
 }
 
 impl Channel {
@@ -57,7 +57,7 @@ impl Channel {
             Channel::Own(link) => link.read(req, timeout, ifd).await,
             Channel::Bus(bus) => bus.read(req, timeout, ifd).await,
             Channel::Refused(e) => TxOutcome {
-                result: Err(TxError::NotConnected(e.clone())),
+                result: Err(TxError::NotConnected(LinkDown::Refused(e.to_string()))),
                 requests: 0,
                 reconnected: false,
             },
@@ -215,7 +215,7 @@ pub(crate) async fn run(name: String, spec: DeviceConfig, blocks: Vec<Block>, ct
     // A slow cycle (timeouts) delays the next one rather than firing a burst of catch-up polls at the line.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     if let Channel::Refused(e) = &channel {
-        ctx.metrics.set_last_error(e.clone());
+        ctx.metrics.set_last_error(e.to_string());
         tracing::error!(device = %name, "modbus: {e}");
     }
     loop {
@@ -411,28 +411,39 @@ fn account(metrics: &DeviceMetrics, o: &TxOutcome, req: ReadRequest, out: &mut C
     }
 }
 
+/// Why a tag's value could not be taken from its request's reply (the reason reads `decode: ...`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum TagValueError {
+    #[error("reply too short for this tag")]
+    ReplyTooShort,
+    #[error("bit data for a register tag")]
+    BitsForRegister,
+    #[error(transparent)]
+    Decode(#[from] decode::DecodeError),
+}
+
 /// The tag's value from its request's data.
-fn tag_value(tag: &TagConfig, block: &Block, data: &ReadData) -> Result<Value, String> {
+fn tag_value(tag: &TagConfig, block: &Block, data: &ReadData) -> Result<Value, TagValueError> {
     let offset = usize::from(tag.address.saturating_sub(block.start));
     let raw = match data {
         ReadData::Words(words) => {
             let slice = words
                 .get(offset..offset + usize::from(tag.count))
-                .ok_or_else(|| "reply too short for this tag".to_string())?;
-            decode::decode_registers(slice, tag.ty, tag.order, tag.bit).map_err(|e| e.0)?
+                .ok_or(TagValueError::ReplyTooShort)?;
+            decode::decode_registers(slice, tag.ty, tag.order, tag.bit)?
         }
         ReadData::Bits(bits) => {
             if tag.area.is_register() {
-                return Err("bit data for a register tag".into());
+                return Err(TagValueError::BitsForRegister);
             }
             let bit = bits
                 .get(offset)
                 .copied()
-                .ok_or_else(|| "reply too short for this tag".to_string())?;
+                .ok_or(TagValueError::ReplyTooShort)?;
             decode::decode_bit(bit)
         }
     };
-    decode::to_value(raw, tag.linear)
+    Ok(decode::to_value(raw, tag.linear)?)
 }
 
 fn good(device: &Arc<str>, tag: &TagConfig, ts: DateTime<Utc>, value: Value) -> Reading {

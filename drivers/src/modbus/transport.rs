@@ -41,37 +41,83 @@ pub enum ReadData {
     Bits(Vec<bool>),
 }
 
-/// Why a transaction gave no data.
-#[derive(Debug, Clone, PartialEq)]
+/// Why a transaction gave no data. Device refusals ([`TxError::Exception`]: the device answered, the link
+/// is fine) are kept apart from link failures, as tokio-modbus does. The display form is the quality reason
+/// for the tags of the request (short, stable wording: historians group by it).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TxError {
     /// The device refused the request (it answered, the link is fine).
+    #[error("exception: {}", exception_name(*.0))]
     Exception(ExceptionCode),
     /// No reply within the request timeout.
+    #[error("timeout: no reply within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
-    /// I/O error on the link.
+    /// I/O error on the link (its stable reason, see [`crate::report::io_reason`]).
+    #[error("transport: {0}")]
     Transport(String),
     /// A reply that does not belong to the request or is malformed.
-    Protocol(String),
+    #[error("protocol: {0}")]
+    Protocol(ProtocolFault),
     /// Connecting failed just now.
-    Connect(String),
+    #[error("not connected: {0}")]
+    Connect(ConnectFailure),
     /// The link is down and the next connect attempt is not due yet: nothing was sent.
-    NotConnected(String),
+    #[error("not connected: {0}")]
+    NotConnected(LinkDown),
+}
+
+/// Why a connect attempt failed. `endpoint` is the endpoint's display form (`10.0.0.5:502`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectFailure {
+    /// The OS refused or failed the connect (or the serial port would not open); `reason` is the stable
+    /// wording of [`crate::report::io_reason`].
+    #[error("{endpoint}: {reason}")]
+    Io { endpoint: String, reason: String },
+    #[error("{endpoint}: connect timed out after {}", humantime::format_duration(*timeout))]
+    TimedOut { endpoint: String, timeout: Duration },
+}
+
+/// Why a transaction was not even sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkDown {
+    /// The last connect failed and the next attempt is not due yet (the retry timing goes to the log,
+    /// never into the reason: one cause, one reason text).
+    #[error(transparent)]
+    Connect(ConnectFailure),
+    #[error("link down")]
+    Down,
+    #[error("the bus task has stopped")]
+    BusStopped,
+    /// The device may not use its bus (another device opened it with other line settings); the text says
+    /// which (see [`super::bus::BusConflict`]).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl TxError {
-    /// The quality reason for the tags of the request (short, stable wording: historians group by it).
+    /// The quality reason for the tags of the request: the display form.
     pub fn reason(&self) -> String {
-        match self {
-            TxError::Exception(code) => format!("exception: {}", exception_name(*code)),
-            TxError::Timeout(d) => format!(
-                "timeout: no reply within {}",
-                humantime::format_duration(*d)
-            ),
-            TxError::Transport(e) => format!("transport: {e}"),
-            TxError::Protocol(e) => format!("protocol: {e}"),
-            TxError::Connect(e) | TxError::NotConnected(e) => format!("not connected: {e}"),
-        }
+        self.to_string()
     }
+}
+
+/// A reply that does not answer the request: the link is dropped, since later replies cannot be trusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolFault {
+    #[error("device answered {got} register(s) for a read of {want}")]
+    RegisterCount { got: usize, want: usize },
+    #[error("device answered {got} bit(s) for a read of {want}")]
+    BitCount { got: usize, want: usize },
+    #[error("reply of function {function} to a {area} read")]
+    WrongFunction {
+        function: tokio_modbus::FunctionCode,
+        area: Area,
+    },
+    /// tokio-modbus's message (the transaction id or unit that did not match).
+    #[error("reply header does not match the request ({0})")]
+    HeaderMismatch(String),
+    #[error("reply function code does not match the request (function {0})")]
+    FunctionCodeMismatch(tokio_modbus::FunctionCode),
 }
 
 /// `IllegalDataAddress`, `ServerDeviceBusy`, ... or `code 0x0C` for codes outside the standard.
@@ -130,7 +176,7 @@ pub struct Link {
     backoff: Backoff,
     /// No connect attempt before this instant (set after a failed connect).
     retry_at: Option<Instant>,
-    last_connect_error: Option<String>,
+    last_connect_error: Option<ConnectFailure>,
     ever_connected: bool,
     /// End of the last frame on the line, for the inter-frame delay.
     last_frame_end: Option<Instant>,
@@ -174,11 +220,14 @@ impl Link {
             {
                 // The retry timing goes to the log, never into the reason: one cause, one reason text.
                 let wait = at.saturating_duration_since(Instant::now());
-                let why = self.last_connect_error.as_deref().unwrap_or("link down");
+                let why = match &self.last_connect_error {
+                    Some(failure) => LinkDown::Connect(failure.clone()),
+                    None => LinkDown::Down,
+                };
                 tracing::trace!(endpoint = %self.endpoint, "modbus: {why} (next attempt in {})",
                     humantime::format_duration(round_ms(wait)));
                 return TxOutcome {
-                    result: Err(TxError::NotConnected(why.to_string())),
+                    result: Err(TxError::NotConnected(why)),
                     requests: 0,
                     reconnected: false,
                 };
@@ -193,14 +242,16 @@ impl Link {
                     self.timeouts_in_row = 0;
                 }
                 Ok(Err(e)) => {
-                    return self.connect_failed(format!("{}: {}", self.endpoint, io_reason(&e)));
+                    return self.connect_failed(ConnectFailure::Io {
+                        endpoint: self.endpoint.to_string(),
+                        reason: io_reason(&e),
+                    });
                 }
                 Err(_) => {
-                    return self.connect_failed(format!(
-                        "{}: connect timed out after {}",
-                        self.endpoint,
-                        humantime::format_duration(self.connect_timeout)
-                    ));
+                    return self.connect_failed(ConnectFailure::TimedOut {
+                        endpoint: self.endpoint.to_string(),
+                        timeout: self.connect_timeout,
+                    });
                 }
             }
         }
@@ -210,7 +261,7 @@ impl Link {
         let Some(ctx) = self.ctx.as_mut() else {
             // Unreachable: connected just above. Reported rather than panicking.
             return TxOutcome {
-                result: Err(TxError::NotConnected("link down".into())),
+                result: Err(TxError::NotConnected(LinkDown::Down)),
                 requests: 0,
                 reconnected,
             };
@@ -299,12 +350,12 @@ impl Link {
         self.timeouts_in_row = 0;
     }
 
-    fn connect_failed(&mut self, message: String) -> TxOutcome {
+    fn connect_failed(&mut self, failure: ConnectFailure) -> TxOutcome {
         self.ctx = None;
         self.retry_at = Some(Instant::now() + self.backoff.next_delay());
-        self.last_connect_error = Some(message.clone());
+        self.last_connect_error = Some(failure.clone());
         TxOutcome {
-            result: Err(TxError::Connect(message)),
+            result: Err(TxError::Connect(failure)),
             requests: 0,
             reconnected: false,
         }
@@ -329,19 +380,19 @@ fn round_ms(d: Duration) -> Duration {
 }
 
 /// A short form of a tokio-modbus protocol error (its Debug form includes the whole decoded reply).
-fn protocol_summary(e: &tokio_modbus::ProtocolError) -> String {
+fn protocol_summary(e: &tokio_modbus::ProtocolError) -> ProtocolFault {
     match e {
         tokio_modbus::ProtocolError::HeaderMismatch { message, .. } => {
-            format!("reply header does not match the request ({message})")
+            ProtocolFault::HeaderMismatch(message.clone())
         }
         tokio_modbus::ProtocolError::FunctionCodeMismatch { request, .. } => {
-            format!("reply function code does not match the request (function {request})")
+            ProtocolFault::FunctionCodeMismatch(*request)
         }
     }
 }
 
 /// Checks that the reply is the right kind and size (never trusting the device) and extracts the data.
-fn check_reply(req: ReadRequest, response: Response) -> Result<ReadData, String> {
+fn check_reply(req: ReadRequest, response: Response) -> Result<ReadData, ProtocolFault> {
     let want = usize::from(req.count);
     match (req.area, response) {
         (Area::HoldingRegister, Response::ReadHoldingRegisters(words))
@@ -349,10 +400,10 @@ fn check_reply(req: ReadRequest, response: Response) -> Result<ReadData, String>
             if words.len() == want {
                 Ok(ReadData::Words(words))
             } else {
-                Err(format!(
-                    "device answered {} register(s) for a read of {want}",
-                    words.len()
-                ))
+                Err(ProtocolFault::RegisterCount {
+                    got: words.len(),
+                    want,
+                })
             }
         }
         (Area::Coil, Response::ReadCoils(mut bits))
@@ -362,17 +413,16 @@ fn check_reply(req: ReadRequest, response: Response) -> Result<ReadData, String>
                 bits.truncate(want);
                 Ok(ReadData::Bits(bits))
             } else {
-                Err(format!(
-                    "device answered {} bit(s) for a read of {want}",
-                    bits.len()
-                ))
+                Err(ProtocolFault::BitCount {
+                    got: bits.len(),
+                    want,
+                })
             }
         }
-        (_, other) => Err(format!(
-            "reply of function {} to a {} read",
-            other.function_code(),
-            req.area
-        )),
+        (_, other) => Err(ProtocolFault::WrongFunction {
+            function: other.function_code(),
+            area: req.area,
+        }),
     }
 }
 
@@ -533,8 +583,18 @@ mod tests {
             check_reply(req, Response::ReadHoldingRegisters(vec![1, 2])),
             Ok(ReadData::Words(vec![1, 2]))
         );
-        assert!(check_reply(req, Response::ReadHoldingRegisters(vec![1])).is_err());
-        assert!(check_reply(req, Response::ReadInputRegisters(vec![1, 2])).is_err());
+        let short = check_reply(req, Response::ReadHoldingRegisters(vec![1])).unwrap_err();
+        assert_eq!(short, ProtocolFault::RegisterCount { got: 1, want: 2 });
+        assert_eq!(
+            TxError::Protocol(short).reason(),
+            "protocol: device answered 1 register(s) for a read of 2"
+        );
+        assert_eq!(
+            check_reply(req, Response::ReadInputRegisters(vec![1, 2]))
+                .unwrap_err()
+                .to_string(),
+            "reply of function 4 to a holding-register read"
+        );
         let bits = ReadRequest {
             area: Area::Coil,
             count: 3,
@@ -579,6 +639,27 @@ mod tests {
         assert_eq!(
             TxError::Timeout(Duration::from_millis(500)).reason(),
             "timeout: no reply within 500ms"
+        );
+        let refused = ConnectFailure::Io {
+            endpoint: "10.0.0.5:502".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(
+            TxError::Connect(refused.clone()).reason(),
+            "not connected: 10.0.0.5:502: connection refused"
+        );
+        assert_eq!(
+            TxError::NotConnected(LinkDown::Connect(refused)).reason(),
+            "not connected: 10.0.0.5:502: connection refused",
+            "the same cause reads the same while the link waits for its next attempt"
+        );
+        assert_eq!(
+            TxError::Connect(ConnectFailure::TimedOut {
+                endpoint: "plc:502".into(),
+                timeout: Duration::from_secs(3)
+            })
+            .reason(),
+            "not connected: plc:502: connect timed out after 3s"
         );
     }
 }

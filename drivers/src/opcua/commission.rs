@@ -65,21 +65,58 @@ impl Target {
     }
 
     /// Opens a session with these settings.
-    pub async fn connect(&self) -> Result<Connected, String> {
+    pub async fn connect(&self) -> Result<Connected, CommissionError> {
         let settings = self.settings();
         validate(&settings)?;
         let mut client = session::build_client_async(&settings).await?;
-        session::connect(&mut client, &settings)
-            .await
-            .map_err(|e| e.message)
+        Ok(session::connect(&mut client, &settings).await?)
     }
 }
 
-fn validate(s: &ClientSettings) -> Result<(), String> {
+/// Why a commissioning command (endpoints, browse) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommissionError {
+    #[error(transparent)]
+    Endpoint(#[from] super::config::EndpointUrlError),
+    #[error(transparent)]
+    Security(#[from] super::security::SecurityConfigError),
+    #[error("identity {key}: {message}")]
+    Identity { key: String, message: String },
+    #[error(transparent)]
+    Setup(#[from] session::ClientSetupError),
+    #[error(transparent)]
+    Connect(#[from] session::ConnectError),
+    #[error(transparent)]
+    NodeId(#[from] nodeid::NodeIdError),
+    #[error(transparent)]
+    Namespace(#[from] nodeid::UnknownNamespace),
+    /// `service` names the request (`Browse`, `Read`, `GetEndpoints on <url>`).
+    #[error("{service}: timed out")]
+    Timeout { service: String },
+    #[error("{service}: {status}")]
+    Status { service: String, status: StatusCode },
+}
+
+impl CommissionError {
+    fn timeout(service: impl Into<String>) -> Self {
+        CommissionError::Timeout {
+            service: service.into(),
+        }
+    }
+
+    fn status(service: impl Into<String>, status: StatusCode) -> Self {
+        CommissionError::Status {
+            service: service.into(),
+            status,
+        }
+    }
+}
+
+fn validate(s: &ClientSettings) -> Result<(), CommissionError> {
     super::config::check_endpoint(&s.endpoint)?;
     super::security::check_pair(s.policy, s.mode)?;
-    if let Some((key, msg)) = s.identity.validate().into_iter().next() {
-        return Err(format!("identity {key}: {msg}"));
+    if let Some((key, message)) = s.identity.validate().into_iter().next() {
+        return Err(CommissionError::Identity { key, message });
     }
     Ok(())
 }
@@ -101,7 +138,7 @@ pub struct EndpointSummary {
 }
 
 /// Lists the server's endpoints (GetEndpoints needs no session and no security).
-pub async fn endpoints(target: &Target) -> Result<Vec<EndpointSummary>, String> {
+pub async fn endpoints(target: &Target) -> Result<Vec<EndpointSummary>, CommissionError> {
     let settings = target.settings();
     super::config::check_endpoint(&settings.endpoint)?;
     let client = session::build_client_async(&settings).await?;
@@ -110,8 +147,10 @@ pub async fn endpoints(target: &Target) -> Result<Vec<EndpointSummary>, String> 
         client.get_server_endpoints_from_url(settings.endpoint.as_str()),
     )
     .await
-    .map_err(|_| format!("GetEndpoints on {}: timed out", target.endpoint))?
-    .map_err(|e| format!("GetEndpoints on {}: {}", target.endpoint, e.status()))?;
+    .map_err(|_| CommissionError::timeout(format!("GetEndpoints on {}", target.endpoint)))?
+    .map_err(|e| {
+        CommissionError::status(format!("GetEndpoints on {}", target.endpoint), e.status())
+    })?;
     Ok(eps
         .into_iter()
         .map(|e| {
@@ -163,7 +202,7 @@ pub async fn browse(
     start: Option<&str>,
     depth: u32,
     limit: usize,
-) -> Result<Vec<BrowseEntry>, String> {
+) -> Result<Vec<BrowseEntry>, CommissionError> {
     let conn = target.connect().await?;
     let result = browse_on(&conn, target.timeout, start, depth, limit).await;
     conn.close(Duration::from_secs(2)).await;
@@ -177,7 +216,7 @@ pub async fn browse_on(
     start: Option<&str>,
     depth: u32,
     limit: usize,
-) -> Result<Vec<BrowseEntry>, String> {
+) -> Result<Vec<BrowseEntry>, CommissionError> {
     let start_id = match start {
         None => NodeId::from(opcua::types::ObjectId::ObjectsFolder),
         Some(text) => nodeid::parse(text)?.resolve(&conn.namespaces)?,
@@ -260,7 +299,7 @@ async fn browse_children(
     conn: &Connected,
     timeout: Duration,
     parent: &NodeId,
-) -> Result<Vec<ReferenceDescription>, String> {
+) -> Result<Vec<ReferenceDescription>, CommissionError> {
     let desc = BrowseDescription {
         node_id: parent.clone(),
         browse_direction: BrowseDirection::Forward,
@@ -271,16 +310,17 @@ async fn browse_children(
     };
     let mut results = tokio::time::timeout(timeout, conn.session.browse(&[desc], 1000, None))
         .await
-        .map_err(|_| "Browse: timed out".to_string())?
-        .map_err(|e| format!("Browse {}: {}", format_node_id(parent), e.status()))?;
+        .map_err(|_| CommissionError::timeout("Browse"))?
+        .map_err(|e| {
+            CommissionError::status(format!("Browse {}", format_node_id(parent)), e.status())
+        })?;
     let mut refs = Vec::new();
     let mut guard = 0;
     while let Some(result) = results.pop() {
         if result.status_code.is_bad() {
-            return Err(format!(
-                "Browse {}: {}",
-                format_node_id(parent),
-                result.status_code
+            return Err(CommissionError::status(
+                format!("Browse {}", format_node_id(parent)),
+                result.status_code,
             ));
         }
         refs.extend(result.references.into_iter().flatten());
@@ -294,8 +334,8 @@ async fn browse_children(
                 .browse_next(false, &[result.continuation_point]),
         )
         .await
-        .map_err(|_| "BrowseNext: timed out".to_string())?
-        .map_err(|e| format!("BrowseNext: {}", e.status()))?;
+        .map_err(|_| CommissionError::timeout("BrowseNext"))?
+        .map_err(|e| CommissionError::status("BrowseNext", e.status()))?;
     }
     Ok(refs)
 }
@@ -306,7 +346,7 @@ async fn read_value_and_type(
     conn: &Connected,
     timeout: Duration,
     ids: &[NodeId],
-) -> Result<Attrs, String> {
+) -> Result<Attrs, CommissionError> {
     let mut out = HashMap::new();
     for part in ids.chunks(250) {
         let mut reads = Vec::with_capacity(part.len() * 2);
@@ -324,8 +364,8 @@ async fn read_value_and_type(
             conn.session.read(&reads, TimestampsToReturn::Source, 0.0),
         )
         .await
-        .map_err(|_| "Read: timed out".to_string())?
-        .map_err(|e| format!("Read: {}", e.status()))?;
+        .map_err(|_| CommissionError::timeout("Read"))?
+        .map_err(|e| CommissionError::status("Read", e.status()))?;
         for (k, id) in part.iter().enumerate() {
             let value = values.get(2 * k).cloned();
             let dtype = values.get(2 * k + 1).and_then(|dv| match &dv.value {

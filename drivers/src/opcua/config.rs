@@ -173,10 +173,10 @@ pub fn parse(table: toml::Table) -> Result<(DeviceConfig, Vec<Tag>), Vec<ConfigI
     let mut issue = |path: &str, msg: String| issues.push(ConfigIssue::new(path, msg));
 
     if let Err(e) = check_endpoint(&cfg.endpoint) {
-        issue("endpoint", e);
+        issue("endpoint", e.to_string());
     }
     if let Err(e) = security::check_pair(cfg.security_policy, cfg.security_mode) {
-        issue("security_mode", e);
+        issue("security_mode", e.to_string());
     }
     for (path, msg) in cfg.identity.validate() {
         issue(&format!("identity.{path}"), msg);
@@ -237,7 +237,7 @@ pub fn parse(table: toml::Table) -> Result<(DeviceConfig, Vec<Tag>), Vec<ConfigI
         let node = match nodeid::parse(&t.node) {
             Ok(n) => Some(n),
             Err(e) => {
-                issue(&p("node"), e);
+                issue(&p("node"), e.to_string());
                 None
             }
         };
@@ -314,11 +314,22 @@ pub fn parse(table: toml::Table) -> Result<(DeviceConfig, Vec<Tag>), Vec<ConfigI
     }
 }
 
+/// An endpoint URL lineside cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointUrlError {
+    #[error("{0:?} must start with opc.tcp:// (the only transport lineside speaks)")]
+    Scheme(String),
+    #[error("{0:?} has no host")]
+    NoHost(String),
+    #[error("{url:?}: port {port:?} is not a number from 1 to 65535")]
+    Port { url: String, port: String },
+}
+
 /// `opc.tcp://host:port[/path]` with a host; the port defaults to 4840 as the spec says.
-pub fn check_endpoint(url: &str) -> Result<(), String> {
-    let rest = url.strip_prefix("opc.tcp://").ok_or_else(|| {
-        format!("{url:?} must start with opc.tcp:// (the only transport lineside speaks)")
-    })?;
+pub fn check_endpoint(url: &str) -> Result<(), EndpointUrlError> {
+    let rest = url
+        .strip_prefix("opc.tcp://")
+        .ok_or_else(|| EndpointUrlError::Scheme(url.to_string()))?;
     let authority = rest.split('/').next().unwrap_or("");
     let host = if let Some(v6) = authority.strip_prefix('[') {
         v6.split(']').next().unwrap_or("")
@@ -326,15 +337,16 @@ pub fn check_endpoint(url: &str) -> Result<(), String> {
         authority.rsplit_once(':').map_or(authority, |(h, _)| h)
     };
     if host.is_empty() {
-        return Err(format!("{url:?} has no host"));
+        return Err(EndpointUrlError::NoHost(url.to_string()));
     }
     if let Some((_, port)) = authority.rsplit_once(':')
         && !authority.ends_with(']')
         && port.parse::<u16>().is_err()
     {
-        return Err(format!(
-            "{url:?}: port {port:?} is not a number from 1 to 65535"
-        ));
+        return Err(EndpointUrlError::Port {
+            url: url.to_string(),
+            port: port.to_string(),
+        });
     }
     Ok(())
 }

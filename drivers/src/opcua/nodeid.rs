@@ -23,16 +23,14 @@ pub struct NodeRef {
 
 impl NodeRef {
     /// The wire node id, with a namespace URI looked up in the server's namespace array (index = position).
-    pub fn resolve(&self, namespaces: &[String]) -> Result<NodeId, String> {
+    pub fn resolve(&self, namespaces: &[String]) -> Result<NodeId, UnknownNamespace> {
         let ns = match &self.namespace {
             Namespace::Index(i) => *i,
             Namespace::Uri(uri) => namespaces
                 .iter()
                 .position(|n| n == uri)
                 .and_then(|i| u16::try_from(i).ok())
-                .ok_or_else(|| {
-                    format!("namespace URI {uri:?} is not in the server's namespace array")
-                })?,
+                .ok_or_else(|| UnknownNamespace(uri.clone()))?,
         };
         Ok(NodeId {
             namespace: ns,
@@ -87,8 +85,50 @@ pub fn format_node_id(id: &NodeId) -> String {
     out
 }
 
+/// A namespace URI the server does not (or no longer) publish.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("namespace URI {0:?} is not in the server's namespace array")]
+pub struct UnknownNamespace(pub String);
+
+/// A node id string that does not parse; the text names the string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeIdError {
+    #[error("empty node id; {EXPECTED}")]
+    Empty,
+    #[error("{0:?}: `nsu=` must be followed by `;i=`, `;s=`, `;g=` or `;b=`")]
+    UriWithoutIdentifier(String),
+    #[error("{0:?}: empty namespace URI after `nsu=`")]
+    EmptyUri(String),
+    #[error("{0:?}: `ns=<index>` must be followed by `;` and an identifier")]
+    IndexWithoutIdentifier(String),
+    #[error("{text:?}: namespace index {index:?} is not a number from 0 to 65535")]
+    Index { text: String, index: String },
+    #[error("{text:?}: {error}")]
+    Identifier {
+        text: String,
+        error: IdentifierError,
+    },
+}
+
+/// The identifier part (`i=`, `s=`, `g=`, `b=`) of a node id that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentifierError {
+    #[error("missing identifier; {EXPECTED}")]
+    Missing,
+    #[error("numeric identifier {0:?} is not a number from 0 to 4294967295")]
+    Numeric(String),
+    #[error("empty string identifier after `s=`")]
+    EmptyString,
+    #[error("{0:?} is not a GUID (write e.g. g=72962b91-fa75-4ae6-8d28-b404dc7daf63)")]
+    Guid(String),
+    #[error("{0:?} is not valid base64 for a `b=` identifier")]
+    Base64(String),
+    #[error("unknown identifier kind {0:?}; {EXPECTED}")]
+    UnknownKind(String),
+}
+
 impl FromStr for NodeRef {
-    type Err = String;
+    type Err = NodeIdError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         parse(text)
@@ -99,10 +139,10 @@ const EXPECTED: &str = "expected a node id like \"ns=2;s=Line1.Bore\", \"i=2258\
                         \"ns=1;b=<base64>\" or \"nsu=<namespace URI>;s=...\"";
 
 /// Parses a node id string. The identifier part of `s=` is taken verbatim (it may contain `;` and `=`).
-pub fn parse(text: &str) -> Result<NodeRef, String> {
+pub fn parse(text: &str) -> Result<NodeRef, NodeIdError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
-        return Err(format!("empty node id; {EXPECTED}"));
+        return Err(NodeIdError::Empty);
     }
     let (namespace, rest) = if let Some(after) = trimmed.strip_prefix("nsu=") {
         // The URI ends at the first `;<kind>=`; URIs practically never contain that sequence.
@@ -110,54 +150,51 @@ pub fn parse(text: &str) -> Result<NodeRef, String> {
             .iter()
             .filter_map(|marker| after.find(marker))
             .min()
-            .ok_or_else(|| {
-                format!("{text:?}: `nsu=` must be followed by `;i=`, `;s=`, `;g=` or `;b=`")
-            })?;
+            .ok_or_else(|| NodeIdError::UriWithoutIdentifier(text.to_string()))?;
         let uri = &after[..split];
         if uri.is_empty() {
-            return Err(format!("{text:?}: empty namespace URI after `nsu=`"));
+            return Err(NodeIdError::EmptyUri(text.to_string()));
         }
         (Namespace::Uri(uri.to_string()), &after[split + 1..])
     } else if let Some(after) = trimmed.strip_prefix("ns=") {
-        let (index, rest) = after.split_once(';').ok_or_else(|| {
-            format!("{text:?}: `ns=<index>` must be followed by `;` and an identifier")
-        })?;
-        let index: u16 = index.parse().map_err(|_| {
-            format!("{text:?}: namespace index {index:?} is not a number from 0 to 65535")
+        let (index, rest) = after
+            .split_once(';')
+            .ok_or_else(|| NodeIdError::IndexWithoutIdentifier(text.to_string()))?;
+        let index: u16 = index.parse().map_err(|_| NodeIdError::Index {
+            text: text.to_string(),
+            index: index.to_string(),
         })?;
         (Namespace::Index(index), rest)
     } else {
         (Namespace::Index(0), trimmed)
     };
-    let identifier = parse_identifier(rest).map_err(|e| format!("{text:?}: {e}"))?;
+    let identifier = parse_identifier(rest).map_err(|error| NodeIdError::Identifier {
+        text: text.to_string(),
+        error,
+    })?;
     Ok(NodeRef {
         namespace,
         identifier,
     })
 }
 
-fn parse_identifier(text: &str) -> Result<Identifier, String> {
-    let (kind, value) = text
-        .split_at_checked(2)
-        .ok_or_else(|| format!("missing identifier; {EXPECTED}"))?;
+fn parse_identifier(text: &str) -> Result<Identifier, IdentifierError> {
+    let (kind, value) = text.split_at_checked(2).ok_or(IdentifierError::Missing)?;
     match kind {
-        "i=" => value.parse::<u32>().map(Identifier::Numeric).map_err(|_| {
-            format!("numeric identifier {value:?} is not a number from 0 to 4294967295")
-        }),
-        "s=" if value.is_empty() => Err("empty string identifier after `s=`".to_string()),
+        "i=" => value
+            .parse::<u32>()
+            .map(Identifier::Numeric)
+            .map_err(|_| IdentifierError::Numeric(value.to_string())),
+        "s=" if value.is_empty() => Err(IdentifierError::EmptyString),
         "s=" => Ok(Identifier::String(UAString::from(value))),
         "g=" => Guid::from_str(value.trim_start_matches('{').trim_end_matches('}'))
             .map(Identifier::Guid)
-            .map_err(|_| {
-                format!(
-                    "{value:?} is not a GUID (write e.g. g=72962b91-fa75-4ae6-8d28-b404dc7daf63)"
-                )
-            }),
+            .map_err(|_| IdentifierError::Guid(value.to_string())),
         "b=" => ByteString::from_base64(value)
             .filter(|b| !b.is_null())
             .map(Identifier::ByteString)
-            .ok_or_else(|| format!("{value:?} is not valid base64 for a `b=` identifier")),
-        _ => Err(format!("unknown identifier kind {kind:?}; {EXPECTED}")),
+            .ok_or_else(|| IdentifierError::Base64(value.to_string())),
+        _ => Err(IdentifierError::UnknownKind(kind.to_string())),
     }
 }
 
@@ -211,7 +248,7 @@ mod tests {
             ("nsu=;i=1", "empty namespace URI"),
             ("Line1.Bore", "unknown identifier kind"),
         ] {
-            let err = parse(text).unwrap_err();
+            let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err}");
         }
     }
@@ -235,7 +272,7 @@ mod tests {
             .unwrap()
             .resolve(&ns)
             .unwrap_err();
-        assert!(err.contains("urn:other"), "{err}");
+        assert!(err.to_string().contains("urn:other"), "{err}");
         assert_eq!(
             parse("ns=7;i=5").unwrap().resolve(&[]).unwrap(),
             NodeId::new(7, 5u32)

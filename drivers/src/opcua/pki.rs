@@ -35,6 +35,73 @@ impl CertState {
     }
 }
 
+/// A PKI directory operation that failed; the text says what to do about it where there is something to do.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("cannot create {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The usual cause: a PKI created by a commissioning command run as root.
+    #[error(
+        "cannot read {}: permission denied; the PKI directory belongs to another user (a commissioning \
+         command run with sudo?): give it to the agent's user, e.g. `sudo chown -R lineside: {}`",
+        file.display(),
+        pki_dir.display()
+    )]
+    NotReadable { file: PathBuf, pki_dir: PathBuf },
+    #[error("cannot read {}: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{} does not belong to the owner of the state directory (uid {uid}) and cannot be given to it \
+         ({source}); run the command as that user (e.g. `sudo -u lineside lineside opcua ...`) or \
+         `sudo chown -R {uid}:{gid} {}`",
+        path.display(),
+        pki_dir.display()
+    )]
+    Chown {
+        path: PathBuf,
+        pki_dir: PathBuf,
+        uid: u32,
+        gid: u32,
+        source: std::io::Error,
+    },
+    #[error("cannot list {}: {source}", dir.display())]
+    List {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("give a thumbprint (at least 8 hex digits) or a file name")]
+    NoSelector,
+    #[error("no {} certificates in {}", state.name(), dir.display())]
+    NoCertificates { state: CertState, dir: PathBuf },
+    #[error(
+        "no {} certificate matches {selector:?}; {} certificates are:\n{}",
+        state.name(),
+        state.name(),
+        known.join("\n")
+    )]
+    NoMatch {
+        state: CertState,
+        selector: String,
+        known: Vec<String>,
+    },
+    #[error("{selector:?} matches {count} certificates; give more of the thumbprint")]
+    Ambiguous { selector: String, count: usize },
+    #[error("{} has no file name", .0.display())]
+    NoFileName(PathBuf),
+    #[error("cannot move {} to {}: {source}", from.display(), to.display())]
+    Move {
+        from: PathBuf,
+        to: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// A server certificate in the PKI directory.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CertEntry {
@@ -54,10 +121,10 @@ fn ser_state<S: serde::Serializer>(state: &CertState, s: S) -> Result<S::Ok, S::
 }
 
 /// Creates the directory layout (the library does too, but `trust` may run before the first connect).
-pub fn ensure_layout(pki_dir: &Path) -> Result<(), String> {
+pub fn ensure_layout(pki_dir: &Path) -> Result<(), PkiError> {
     for sub in ["own", "private", TRUSTED, REJECTED] {
         let dir = pki_dir.join(sub);
-        fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        fs::create_dir_all(&dir).map_err(|source| PkiError::CreateDir { path: dir, source })?;
     }
     // The private key must not be readable by others.
     #[cfg(unix)]
@@ -71,21 +138,23 @@ pub fn ensure_layout(pki_dir: &Path) -> Result<(), String> {
 
 /// Checks that the files of the PKI that exist can be read, and explains the usual cause when they cannot:
 /// a PKI created by a commissioning command run as root, which the agent's user cannot use.
-pub fn check_readable(pki_dir: &Path, files: &[&Path]) -> Result<(), String> {
+pub fn check_readable(pki_dir: &Path, files: &[&Path]) -> Result<(), PkiError> {
     for file in files {
         match fs::File::open(file) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Err(format!(
-                    "cannot read {}: permission denied; the PKI directory belongs to another user (a \
-                     commissioning command run with sudo?): give it to the agent's user, e.g. \
-                     `sudo chown -R lineside: {}`",
-                    file.display(),
-                    pki_dir.display()
-                ));
+                return Err(PkiError::NotReadable {
+                    file: file.to_path_buf(),
+                    pki_dir: pki_dir.to_path_buf(),
+                });
             }
-            Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+            Err(source) => {
+                return Err(PkiError::Read {
+                    file: file.to_path_buf(),
+                    source,
+                });
+            }
         }
     }
     Ok(())
@@ -125,7 +194,7 @@ pub fn owner_of(pki_dir: &Path) -> Option<Owner> {
 /// changed owner. Fails (saying what to run instead) when that is not allowed, i.e. when the command ran
 /// as a third user.
 #[cfg(unix)]
-pub fn give_to(pki_dir: &Path, owner: Owner) -> Result<usize, String> {
+pub fn give_to(pki_dir: &Path, owner: Owner) -> Result<usize, PkiError> {
     use std::os::unix::fs::MetadataExt;
     let mut changed = 0;
     let mut stack = vec![pki_dir.to_path_buf()];
@@ -142,18 +211,15 @@ pub fn give_to(pki_dir: &Path, owner: Owner) -> Result<usize, String> {
             stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
         }
         if meta.uid() != owner.uid || meta.gid() != owner.gid {
-            std::os::unix::fs::chown(&path, Some(owner.uid), Some(owner.gid)).map_err(|e| {
-                format!(
-                    "{} does not belong to the owner of the state directory (uid {}) and cannot be given \
-                     to it ({e}); run the command as that user (e.g. `sudo -u lineside lineside opcua ...`) \
-                     or `sudo chown -R {}:{} {}`",
-                    path.display(),
-                    owner.uid,
-                    owner.uid,
-                    owner.gid,
-                    pki_dir.display()
-                )
-            })?;
+            std::os::unix::fs::chown(&path, Some(owner.uid), Some(owner.gid)).map_err(
+                |source| PkiError::Chown {
+                    path: path.clone(),
+                    pki_dir: pki_dir.to_path_buf(),
+                    uid: owner.uid,
+                    gid: owner.gid,
+                    source,
+                },
+            )?;
             changed += 1;
         }
     }
@@ -161,14 +227,14 @@ pub fn give_to(pki_dir: &Path, owner: Owner) -> Result<usize, String> {
 }
 
 /// Lists trusted and rejected server certificates.
-pub fn list(pki_dir: &Path) -> Result<Vec<CertEntry>, String> {
+pub fn list(pki_dir: &Path) -> Result<Vec<CertEntry>, PkiError> {
     let mut out = Vec::new();
     for state in [CertState::Trusted, CertState::Rejected] {
         let dir = pki_dir.join(state.dir());
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
+            Err(source) => return Err(PkiError::List { dir, source }),
         };
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -216,12 +282,12 @@ fn describe(state: CertState, path: PathBuf) -> CertEntry {
 
 /// Moves the one rejected certificate matching `selector` (a thumbprint prefix of at least 8 hex digits,
 /// or the file name) to `trusted/`. Returns the new path.
-pub fn trust(pki_dir: &Path, selector: &str) -> Result<PathBuf, String> {
+pub fn trust(pki_dir: &Path, selector: &str) -> Result<PathBuf, PkiError> {
     move_one(pki_dir, selector, CertState::Rejected, CertState::Trusted)
 }
 
 /// The reverse of [`trust`]: moves a trusted certificate back to `rejected/`.
-pub fn untrust(pki_dir: &Path, selector: &str) -> Result<PathBuf, String> {
+pub fn untrust(pki_dir: &Path, selector: &str) -> Result<PathBuf, PkiError> {
     move_one(pki_dir, selector, CertState::Trusted, CertState::Rejected)
 }
 
@@ -230,10 +296,10 @@ fn move_one(
     selector: &str,
     from: CertState,
     to: CertState,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, PkiError> {
     let selector = selector.trim();
     if selector.is_empty() {
-        return Err("give a thumbprint (at least 8 hex digits) or a file name".into());
+        return Err(PkiError::NoSelector);
     }
     let candidates: Vec<CertEntry> = list(pki_dir)?
         .into_iter()
@@ -258,41 +324,39 @@ fn move_one(
                 .map(|c| format!("  {} {}", c.thumbprint, c.subject))
                 .collect();
             return Err(if known.is_empty() {
-                format!(
-                    "no {} certificates in {}",
-                    from.name(),
-                    pki_dir.join(from.dir()).display()
-                )
+                PkiError::NoCertificates {
+                    state: from,
+                    dir: pki_dir.join(from.dir()),
+                }
             } else {
-                format!(
-                    "no {} certificate matches {selector:?}; {} certificates are:\n{}",
-                    from.name(),
-                    from.name(),
-                    known.join("\n")
-                )
+                PkiError::NoMatch {
+                    state: from,
+                    selector: selector.to_string(),
+                    known,
+                }
             });
         }
         many => {
-            return Err(format!(
-                "{selector:?} matches {} certificates; give more of the thumbprint",
-                many.len()
-            ));
+            return Err(PkiError::Ambiguous {
+                selector: selector.to_string(),
+                count: many.len(),
+            });
         }
     };
     let file_name = entry
         .path
         .file_name()
-        .ok_or_else(|| format!("{} has no file name", entry.path.display()))?;
+        .ok_or_else(|| PkiError::NoFileName(entry.path.clone()))?;
     let target_dir = pki_dir.join(to.dir());
-    fs::create_dir_all(&target_dir)
-        .map_err(|e| format!("cannot create {}: {e}", target_dir.display()))?;
+    fs::create_dir_all(&target_dir).map_err(|source| PkiError::CreateDir {
+        path: target_dir.clone(),
+        source,
+    })?;
     let target = target_dir.join(file_name);
-    fs::rename(&entry.path, &target).map_err(|e| {
-        format!(
-            "cannot move {} to {}: {e}",
-            entry.path.display(),
-            target.display()
-        )
+    fs::rename(&entry.path, &target).map_err(|source| PkiError::Move {
+        from: entry.path.clone(),
+        to: target.clone(),
+        source,
     })?;
     Ok(target)
 }
@@ -334,6 +398,7 @@ mod tests {
         assert!(
             trust(dir.path(), "abc")
                 .unwrap_err()
+                .to_string()
                 .contains("no rejected certificate")
         );
         let moved = trust(dir.path(), &thumb[..10].to_ascii_uppercase()).unwrap();
@@ -376,7 +441,8 @@ mod tests {
                     gid: me + 1,
                 },
             )
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
             assert!(e.contains("run the command as that user"), "{e}");
             return;
         }

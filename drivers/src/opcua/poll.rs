@@ -54,7 +54,7 @@ pub(crate) async fn serve(rt: &Runtime, conn: &mut Connected) -> End {
             }
             Err((batch, reason)) => {
                 failed_cycles += 1;
-                ctx.metrics.set_last_error(reason.clone());
+                ctx.metrics.set_last_error(reason.to_string());
                 if ctx.publish(batch).await.is_err() {
                     return End::SinkClosed;
                 }
@@ -79,13 +79,22 @@ fn resolve_all(rt: &Runtime, conn: &Connected) -> Vec<Result<NodeId, Arc<str>>> 
         .collect()
 }
 
+/// Why a whole Read request of a poll gave no values; the text is the reason of its tags' readings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ReadFailure {
+    #[error("read failed: {0}")]
+    Status(opcua::types::StatusCode),
+    #[error("read timed out")]
+    Timeout,
+}
+
 /// One poll: readings for every tag. `Err` carries the readings (bad for the failed requests) and the
 /// reason when a whole request failed.
 async fn read_cycle(
     rt: &Runtime,
     conn: &Connected,
     resolved: &[Result<NodeId, Arc<str>>],
-) -> Result<Vec<crate::reading::Reading>, (Vec<crate::reading::Reading>, String)> {
+) -> Result<Vec<crate::reading::Reading>, (Vec<crate::reading::Reading>, ReadFailure)> {
     let ctx = &rt.ctx;
     let mut out = Vec::with_capacity(rt.shapes.len());
     let mut todo: Vec<(usize, ReadValueId)> = Vec::with_capacity(resolved.len());
@@ -138,23 +147,25 @@ async fn read_cycle(
             }
             Ok(Err(e)) => {
                 ctx.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                let reason: Arc<str> = Arc::from(format!("read failed: {}", e.status()));
+                let why = ReadFailure::Status(e.status());
+                let reason: Arc<str> = Arc::from(why.to_string());
                 for (i, _) in part {
                     if let Some(shape) = rt.shapes.get(*i) {
                         shape.bad(received, &reason, &mut out);
                     }
                 }
-                failure = Some(reason.to_string());
+                failure = Some(why);
             }
             Err(_) => {
                 ctx.metrics.timeouts.fetch_add(1, Ordering::Relaxed);
-                let reason: Arc<str> = Arc::from("read timed out");
+                let why = ReadFailure::Timeout;
+                let reason: Arc<str> = Arc::from(why.to_string());
                 for (i, _) in part {
                     if let Some(shape) = rt.shapes.get(*i) {
                         shape.bad(received, &reason, &mut out);
                     }
                 }
-                failure = Some(reason.to_string());
+                failure = Some(why);
             }
         }
     }

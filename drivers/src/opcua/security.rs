@@ -38,16 +38,11 @@ impl Policy {
         }
     }
 
-    pub fn parse(text: &str) -> Result<Policy, String> {
+    pub fn parse(text: &str) -> Result<Policy, SecurityConfigError> {
         Policy::ALL
             .into_iter()
             .find(|p| p.name().eq_ignore_ascii_case(text))
-            .ok_or_else(|| {
-                format!(
-                    "unknown security policy {text:?}; use one of {}",
-                    Policy::ALL.map(|p| p.name()).join(", ")
-                )
-            })
+            .ok_or_else(|| SecurityConfigError::UnknownPolicy(text.to_string()))
     }
 
     pub fn to_opcua(self) -> SecurityPolicy {
@@ -80,13 +75,11 @@ impl Mode {
         }
     }
 
-    pub fn parse(text: &str) -> Result<Mode, String> {
+    pub fn parse(text: &str) -> Result<Mode, SecurityConfigError> {
         Mode::ALL
             .into_iter()
             .find(|m| m.name().eq_ignore_ascii_case(text))
-            .ok_or_else(|| {
-                format!("unknown security mode {text:?}; use None, Sign or SignAndEncrypt")
-            })
+            .ok_or_else(|| SecurityConfigError::UnknownMode(text.to_string()))
     }
 
     pub fn to_opcua(self) -> MessageSecurityMode {
@@ -98,20 +91,52 @@ impl Mode {
     }
 }
 
+/// A security setting that is not one lineside offers, or a policy and mode no server can pair.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecurityConfigError {
+    #[error(
+        "unknown security policy {0:?}; use one of {names}",
+        names = Policy::ALL.map(|p| p.name()).join(", ")
+    )]
+    UnknownPolicy(String),
+    #[error("unknown security mode {0:?}; use None, Sign or SignAndEncrypt")]
+    UnknownMode(String),
+    #[error("security_mode {} needs a security_policy other than None", .0.name())]
+    ModeWithoutPolicy(Mode),
+    #[error("security_policy {} needs security_mode Sign or SignAndEncrypt", .0.name())]
+    PolicyWithoutMode(Policy),
+}
+
 /// Checks that policy and mode make a pair a server can offer.
-pub fn check_pair(policy: Policy, mode: Mode) -> Result<(), String> {
+pub fn check_pair(policy: Policy, mode: Mode) -> Result<(), SecurityConfigError> {
     match (policy, mode) {
         (Policy::None, Mode::None) => Ok(()),
-        (Policy::None, _) => Err(format!(
-            "security_mode {} needs a security_policy other than None",
-            mode.name()
-        )),
-        (_, Mode::None) => Err(format!(
-            "security_policy {} needs security_mode Sign or SignAndEncrypt",
-            policy.name()
-        )),
+        (Policy::None, _) => Err(SecurityConfigError::ModeWithoutPolicy(mode)),
+        (_, Mode::None) => Err(SecurityConfigError::PolicyWithoutMode(policy)),
         _ => Ok(()),
     }
+}
+
+/// Why the user identity could not be built when a session was opened. Never carries a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("identity: environment variable ${0} (the OPC UA password) is not set")]
+    EnvNotSet(String),
+    #[error("identity: no password source")]
+    NoPasswordSource,
+    #[error("identity: cannot load user certificate {} / key {}: {status}", certificate.display(), private_key.display())]
+    Certificate {
+        certificate: PathBuf,
+        private_key: PathBuf,
+        status: opcua::types::StatusCode,
+    },
+    #[error("identity: cannot read password file {}: {kind}", path.display())]
+    PasswordFileUnreadable {
+        path: PathBuf,
+        kind: std::io::ErrorKind,
+    },
+    #[error("identity: password file {} is empty", .0.display())]
+    PasswordFileEmpty(PathBuf),
 }
 
 /// The user identity presented when the session is activated.
@@ -207,7 +232,7 @@ impl Identity {
     }
 
     /// Builds the library's token, reading secrets now. Relative paths resolve against `base`.
-    pub fn load(&self, base: &Path) -> Result<IdentityToken, String> {
+    pub fn load(&self, base: &Path) -> Result<IdentityToken, IdentityError> {
         match self {
             Identity::Anonymous => Ok(IdentityToken::Anonymous),
             Identity::Username {
@@ -217,12 +242,10 @@ impl Identity {
             } => {
                 let password = match (password_file, password_env) {
                     (Some(file), _) => read_password_file(&base.join(file))?,
-                    (None, Some(var)) => std::env::var(var).map_err(|_| {
-                        format!(
-                            "identity: environment variable ${var} (the OPC UA password) is not set"
-                        )
-                    })?,
-                    (None, None) => return Err("identity: no password source".to_string()),
+                    (None, Some(var)) => {
+                        std::env::var(var).map_err(|_| IdentityError::EnvNotSet(var.clone()))?
+                    }
+                    (None, None) => return Err(IdentityError::NoPasswordSource),
                 };
                 Ok(IdentityToken::new_user_name(user.clone(), password))
             }
@@ -230,33 +253,25 @@ impl Identity {
                 certificate,
                 private_key,
             } => IdentityToken::new_x509_path(base.join(certificate), base.join(private_key))
-                .map_err(|e| {
-                    format!(
-                        "identity: cannot load user certificate {} / key {}: {}",
-                        certificate.display(),
-                        private_key.display(),
-                        e.status()
-                    )
+                .map_err(|e| IdentityError::Certificate {
+                    certificate: certificate.clone(),
+                    private_key: private_key.clone(),
+                    status: e.status(),
                 }),
         }
     }
 }
 
 /// Reads a password file: the first line, without its line ending. The content never reaches an error.
-pub fn read_password_file(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "identity: cannot read password file {}: {}",
-            path.display(),
-            e.kind()
-        )
-    })?;
+pub fn read_password_file(path: &Path) -> Result<String, IdentityError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| IdentityError::PasswordFileUnreadable {
+            path: path.to_path_buf(),
+            kind: e.kind(),
+        })?;
     let line = text.lines().next().unwrap_or("");
     if line.is_empty() {
-        return Err(format!(
-            "identity: password file {} is empty",
-            path.display()
-        ));
+        return Err(IdentityError::PasswordFileEmpty(path.to_path_buf()));
     }
     Ok(line.to_string())
 }
@@ -274,6 +289,7 @@ mod tests {
         assert!(
             Policy::parse("Basic128Rsa15")
                 .unwrap_err()
+                .to_string()
                 .contains("Aes256Sha256RsaPss")
         );
         assert_eq!(Mode::parse("SignAndEncrypt").unwrap(), Mode::SignAndEncrypt);
@@ -310,8 +326,15 @@ mod tests {
         std::fs::write(&path, "s3cret\n").unwrap();
         assert_eq!(read_password_file(&path).unwrap(), "s3cret");
         std::fs::write(&path, "\n").unwrap();
-        assert!(read_password_file(&path).unwrap_err().contains("empty"));
-        let err = read_password_file(&dir.path().join("missing")).unwrap_err();
+        assert!(
+            read_password_file(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
+        let err = read_password_file(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("cannot read") && !err.contains("s3cret"),
             "{err}"

@@ -68,11 +68,13 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
+impl std::error::Error for ConnectError {}
+
 impl ConnectError {
-    fn new(message: impl Into<String>) -> Self {
+    fn new(message: impl std::fmt::Display) -> Self {
         ConnectError {
             status: None,
-            message: message.into(),
+            message: message.to_string(),
             timeout: false,
         }
     }
@@ -128,9 +130,70 @@ fn explain(status: StatusCode, what: &str, s: &ClientSettings) -> String {
     }
 }
 
+/// Why the client could not be set up (before any network traffic).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientSetupError {
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    #[error("cannot create the client certificate in {}: {reason}", pki_dir.display())]
+    Certificate { pki_dir: PathBuf, reason: String },
+    #[error("invalid OPC UA client settings: {}", .0.join("; "))]
+    Settings(Vec<String>),
+    #[error("client set-up task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// The server offers no endpoint lineside may use with the configured security and identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointChoiceError {
+    #[error(
+        "the server has no endpoint {url} with {}/{}; it offers {}",
+        policy.name(),
+        mode.name(),
+        list_or_none(offered)
+    )]
+    NoMatch {
+        url: String,
+        policy: Policy,
+        mode: Mode,
+        offered: Vec<String>,
+    },
+    #[error(
+        "the endpoint {}/{} does not accept {token:?} identities; it accepts {}",
+        policy.name(),
+        mode.name(),
+        list_or_none(offered)
+    )]
+    TokenRefused {
+        policy: Policy,
+        mode: Mode,
+        token: UserTokenType,
+        offered: Vec<String>,
+    },
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// The server's namespace array could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NamespaceArrayError {
+    #[error("reading the namespace array: timed out")]
+    Timeout,
+    #[error("reading the namespace array: {0}")]
+    Status(StatusCode),
+    #[error("the server's namespace array is not an array of strings: {0}")]
+    NotStrings(String),
+}
+
 /// Builds the client: application certificate (created in the PKI dir on first use) and trust policy.
 /// Blocking (file I/O, RSA key generation on first use): call it from `spawn_blocking`.
-pub fn build_client(s: &ClientSettings) -> Result<Client, String> {
+pub fn build_client(s: &ClientSettings) -> Result<Client, ClientSetupError> {
     pki::ensure_layout(&s.pki_dir)?;
     ensure_own_certificate(s)?;
     let session_timeout_ms = u32::try_from(s.session_timeout.as_millis()).unwrap_or(u32::MAX);
@@ -159,7 +222,7 @@ pub fn build_client(s: &ClientSettings) -> Result<Client, String> {
         .max_string_length(1024 * 1024)
         .max_byte_string_length(1024 * 1024)
         .client()
-        .map_err(|errors| format!("invalid OPC UA client settings: {}", errors.join("; ")))
+        .map_err(ClientSetupError::Settings)
 }
 
 /// Largest array the client decodes (notifications per publish response, results per read, array values).
@@ -176,7 +239,7 @@ const OWN_CERT_DAYS: u32 = 3650;
 /// Devices sharing a PKI directory start together: creation is serialised in the process (the others then
 /// find the certificate), and a certificate that appears while this one was being made (another process)
 /// is taken as it is.
-fn ensure_own_certificate(s: &ClientSettings) -> Result<(), String> {
+fn ensure_own_certificate(s: &ClientSettings) -> Result<(), ClientSetupError> {
     static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = CREATING
         .lock()
@@ -184,7 +247,7 @@ fn ensure_own_certificate(s: &ClientSettings) -> Result<(), String> {
     let store = opcua::crypto::CertificateStore::new(&s.pki_dir);
     let (cert_path, key_path) = (store.own_certificate_path(), store.own_private_key_path());
     if cert_path.exists() && key_path.exists() {
-        return pki::check_readable(&s.pki_dir, &[&cert_path, &key_path]);
+        return Ok(pki::check_readable(&s.pki_dir, &[&cert_path, &key_path])?);
     }
     let description = opcua::types::ApplicationDescription {
         application_uri: s.application_uri.as_str().into(),
@@ -202,14 +265,14 @@ fn ensure_own_certificate(s: &ClientSettings) -> Result<(), String> {
         Ok((cert, _)) => cert,
         // Made by another process in the meantime: use it.
         Err(_) if cert_path.exists() && key_path.exists() => {
-            return pki::check_readable(&s.pki_dir, &[&cert_path, &key_path]);
+            return Ok(pki::check_readable(&s.pki_dir, &[&cert_path, &key_path])?);
         }
         Err(e) => {
             pki::check_readable(&s.pki_dir, &[&cert_path, &key_path])?;
-            return Err(format!(
-                "cannot create the client certificate in {}: {e}",
-                s.pki_dir.display()
-            ));
+            return Err(ClientSetupError::Certificate {
+                pki_dir: s.pki_dir.clone(),
+                reason: e.to_string(),
+            });
         }
     };
     tracing::info!(
@@ -222,12 +285,10 @@ fn ensure_own_certificate(s: &ClientSettings) -> Result<(), String> {
 }
 
 /// Builds the client off the async runtime.
-pub async fn build_client_async(s: &ClientSettings) -> Result<Client, String> {
+pub async fn build_client_async(s: &ClientSettings) -> Result<Client, ClientSetupError> {
     let settings = s.clone();
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(|| build_client(&settings)))
-        .await
-        .map_err(|e| format!("client set-up task failed: {e}"))?
+    tokio::task::spawn_blocking(move || span.in_scope(|| build_client(&settings))).await?
 }
 
 /// What the session's driver task reports.
@@ -285,7 +346,10 @@ impl Connected {
     }
 
     /// Re-reads the namespace array (e.g. to resolve a `nsu=` that was missing at connect).
-    pub async fn refresh_namespaces(&mut self, timeout: Duration) -> Result<(), String> {
+    pub async fn refresh_namespaces(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(), NamespaceArrayError> {
         self.namespaces = read_namespaces(&self.session, timeout).await?;
         Ok(())
     }
@@ -298,7 +362,7 @@ pub fn select_endpoint(
     policy: Policy,
     mode: Mode,
     token: UserTokenType,
-) -> Result<EndpointDescription, String> {
+) -> Result<EndpointDescription, EndpointChoiceError> {
     let wanted_policy = policy.to_opcua();
     let wanted_mode: MessageSecurityMode = mode.to_opcua();
     let chosen = Client::find_matching_endpoint(endpoints, url, wanted_policy, wanted_mode)
@@ -314,17 +378,12 @@ pub fn select_endpoint(
                     )
                 })
                 .collect();
-            format!(
-                "the server has no endpoint {} with {}/{}; it offers {}",
-                url,
-                policy.name(),
-                mode.name(),
-                if offered.is_empty() {
-                    "none".to_string()
-                } else {
-                    offered.join(", ")
-                }
-            )
+            EndpointChoiceError::NoMatch {
+                url: url.to_string(),
+                policy,
+                mode,
+                offered,
+            }
         })?;
     // Connect where we were told to, not where the server says it is: behind NAT, port forwarding or
     // a relay the advertised host and port are often unreachable (the library only swaps the host).
@@ -338,17 +397,12 @@ pub fn select_endpoint(
             .iter()
             .map(|t| format!("{:?}", t.token_type))
             .collect();
-        return Err(format!(
-            "the endpoint {}/{} does not accept {:?} identities; it accepts {}",
-            policy.name(),
-            mode.name(),
+        return Err(EndpointChoiceError::TokenRefused {
+            policy,
+            mode,
             token,
-            if offered.is_empty() {
-                "none".to_string()
-            } else {
-                offered.join(", ")
-            }
-        ));
+            offered,
+        });
     }
     Ok(chosen)
 }
@@ -496,7 +550,10 @@ fn server_cert_rejected(endpoint: &EndpointDescription, s: &ClientSettings) -> b
 }
 
 /// Reads `Server.NamespaceArray` (index = position).
-pub async fn read_namespaces(session: &Session, timeout: Duration) -> Result<Vec<String>, String> {
+pub async fn read_namespaces(
+    session: &Session,
+    timeout: Duration,
+) -> Result<Vec<String>, NamespaceArrayError> {
     let read = ReadValueId {
         node_id: VariableId::Server_NamespaceArray.into(),
         attribute_id: AttributeId::Value as u32,
@@ -507,8 +564,8 @@ pub async fn read_namespaces(session: &Session, timeout: Duration) -> Result<Vec
         session.read(&[read], TimestampsToReturn::Neither, 0.0),
     )
     .await
-    .map_err(|_| "reading the namespace array: timed out".to_string())?
-    .map_err(|e| format!("reading the namespace array: {}", e.status()))?;
+    .map_err(|_| NamespaceArrayError::Timeout)?
+    .map_err(|e| NamespaceArrayError::Status(e.status()))?;
     match values.into_iter().next().and_then(|dv| dv.value) {
         Some(Variant::Array(array)) => Ok(array
             .values
@@ -518,9 +575,7 @@ pub async fn read_namespaces(session: &Session, timeout: Duration) -> Result<Vec
                 _ => String::new(),
             })
             .collect()),
-        other => Err(format!(
-            "the server's namespace array is not an array of strings: {other:?}"
-        )),
+        other => Err(NamespaceArrayError::NotStrings(format!("{other:?}"))),
     }
 }
 
@@ -586,13 +641,15 @@ mod tests {
             Mode::Sign,
             UserTokenType::Anonymous,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("Basic256Sha256") && err.contains("offers"),
             "{err}"
         );
         let err = select_endpoint(&eps, url, Policy::None, Mode::None, UserTokenType::UserName)
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not accept"), "{err}");
     }
 }

@@ -338,7 +338,7 @@ async fn create_items(
                 },
             )),
             Err(reason) => {
-                items[i] = Item::Failed(reason.clone());
+                items[i] = Item::Failed(reason.to_string());
                 if let Some(shape) = rt.shapes.get(i) {
                     shape.bad(
                         now,

@@ -141,15 +141,15 @@ impl TagShape {
         match scalar(v) {
             Ok(value) => {
                 if self.kind.numeric() && matches!(value, Value::Str(_)) {
-                    return self.bad_one(
-                        name,
-                        ts,
-                        format!(
-                            "type: expected a {} but the node holds a {} (set kind = \"string\" on the tag)",
-                            if self.kind == Kind::Bool { "bool" } else { "number" },
-                            type_name(v)
-                        ),
-                    );
+                    let mismatch = ValueError::KindMismatch {
+                        expected: if self.kind == Kind::Bool {
+                            "bool"
+                        } else {
+                            "number"
+                        },
+                        found: type_name(v),
+                    };
+                    return self.bad_one(name, ts, mismatch.to_string());
                 }
                 Reading {
                     device: self.device.clone(),
@@ -160,7 +160,7 @@ impl TagShape {
                     unit: self.unit.clone(),
                 }
             }
-            Err(reason) => self.bad_one(name, ts, reason),
+            Err(e) => self.bad_one(name, ts, e.to_string()),
         }
     }
 }
@@ -198,9 +198,29 @@ pub fn type_name(v: &Variant) -> String {
     }
 }
 
+/// Why a node's value gives no reading value; the text is the reading's reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValueError {
+    #[error("value: the server sent no value (Null)")]
+    Null,
+    #[error("value: non-finite number {0}")]
+    NonFinite(f64),
+    #[error("type: {0} values are not supported; point the tag at a scalar field of the structure")]
+    Structure(String),
+    #[error("type: unexpected {0}")]
+    Unexpected(String),
+    #[error(
+        "type: expected a {expected} but the node holds a {found} (set kind = \"string\" on the tag)"
+    )]
+    KindMismatch {
+        expected: &'static str,
+        found: String,
+    },
+}
+
 /// Maps a scalar variant to a reading value. Structures and other values without a natural reading
 /// form are reported, not guessed.
-pub fn scalar(v: &Variant) -> Result<Value, String> {
+pub fn scalar(v: &Variant) -> Result<Value, ValueError> {
     Ok(match v {
         Variant::Boolean(b) => Value::Bool(*b),
         Variant::SByte(x) => Value::I64(i64::from(*x)),
@@ -234,22 +254,19 @@ pub fn scalar(v: &Variant) -> Result<Value, String> {
         Variant::ExpandedNodeId(n) => Value::Str(Arc::from(n.to_string())),
         Variant::Variant(inner) => return scalar(inner),
         Variant::DataValue(dv) => return scalar(dv.value.as_ref().unwrap_or(&Variant::Empty)),
-        Variant::Empty => return Err("value: the server sent no value (Null)".to_string()),
+        Variant::Empty => return Err(ValueError::Null),
         Variant::ExtensionObject(_) | Variant::DiagnosticInfo(_) => {
-            return Err(format!(
-                "type: {} values are not supported; point the tag at a scalar field of the structure",
-                type_name(v)
-            ));
+            return Err(ValueError::Structure(type_name(v)));
         }
-        Variant::Array(_) => return Err(format!("type: unexpected {}", type_name(v))),
+        Variant::Array(_) => return Err(ValueError::Unexpected(type_name(v))),
     })
 }
 
-fn finite(x: f64) -> Result<Value, String> {
+fn finite(x: f64) -> Result<Value, ValueError> {
     if x.is_finite() {
         Ok(Value::F64(x))
     } else {
-        Err(format!("value: non-finite number {x}"))
+        Err(ValueError::NonFinite(x))
     }
 }
 
@@ -305,6 +322,7 @@ mod tests {
         assert!(
             scalar(&Variant::Double(f64::NAN))
                 .unwrap_err()
+                .to_string()
                 .contains("non-finite")
         );
         assert_eq!(
@@ -336,7 +354,12 @@ mod tests {
             scalar(&Variant::Variant(Box::new(Variant::Int16(5)))),
             Ok(Value::I64(5))
         );
-        assert!(scalar(&Variant::Empty).unwrap_err().contains("no value"));
+        assert!(
+            scalar(&Variant::Empty)
+                .unwrap_err()
+                .to_string()
+                .contains("no value")
+        );
     }
 
     #[test]

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::PortSettings;
 use super::framing::{FrameError, FrameEvent, Framer, Terminator, decode, escape};
-use super::protocols::{LineProtocol, Measurement, Protocol};
+use super::port::PortLost;
+use super::protocols::{Fault, LineProtocol, Measurement, Protocol};
 
 /// A serial port found on this machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -54,14 +55,19 @@ impl fmt::Display for PortInfo {
     }
 }
 
+/// The OS would not list its serial ports.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot list ports: {0}")]
+pub struct ListPortsError(pub tokio_serial::Error);
+
 /// Lists the serial ports the OS knows. Without libudev the USB details come from sysfs.
-pub fn list_ports() -> Result<Vec<PortInfo>, String> {
+pub fn list_ports() -> Result<Vec<PortInfo>, ListPortsError> {
     // serialport's sysfs scan panics when /sys/class/tty is missing (some containers): no ports then.
     #[cfg(target_os = "linux")]
     if !Path::new("/sys/class/tty").is_dir() {
         return Ok(Vec::new());
     }
-    let found = tokio_serial::available_ports().map_err(|e| format!("cannot list ports: {e}"))?;
+    let found = tokio_serial::available_ports().map_err(ListPortsError)?;
     let links = by_id_links(Path::new("/dev/serial/by-id"));
     let mut ports: Vec<PortInfo> = found
         .into_iter()
@@ -152,7 +158,7 @@ impl ListenOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Interpretation {
     pub protocol: &'static str,
-    pub result: Result<Vec<Measurement>, String>,
+    pub result: Result<Vec<Measurement>, Fault>,
 }
 
 /// Something `listen` saw or did.
@@ -232,9 +238,18 @@ pub fn interpret(
         .iter()
         .map(|p| Interpretation {
             protocol: p.name(),
-            result: p.parse(&text).map_err(|e| e.to_string()),
+            result: p.parse(&text),
         })
         .collect())
+}
+
+/// Why `listen` stopped before it was told to.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error(transparent)]
+    Open(#[from] super::port::PortOpenError),
+    #[error(transparent)]
+    Lost(#[from] PortLost),
 }
 
 /// Opens the port and reports everything heard to `on` until `stop` is cancelled or `on` returns false.
@@ -242,7 +257,7 @@ pub async fn listen(
     opts: ListenOptions,
     stop: CancellationToken,
     mut on: impl FnMut(Heard) -> bool,
-) -> Result<(), String> {
+) -> Result<(), ListenError> {
     let (mut port, warnings) = super::port::open(&opts.port).await?;
     for w in warnings {
         tracing::warn!("{w}");
@@ -260,7 +275,7 @@ pub async fn listen(
             _ = sleep_until(next_request), if opts.request.is_some() => {
                 next_request += opts.interval.max(Duration::from_millis(10));
                 if let Some(req) = &opts.request {
-                    port.write_all(req).await.map_err(|e| format!("write failed: {e}"))?;
+                    port.write_all(req).await.map_err(PortLost::Write)?;
                     if !on(Heard::Sent(req.clone())) {
                         return Ok(());
                     }
@@ -274,9 +289,9 @@ pub async fn listen(
                 }
             }
             n = port.read(&mut buf) => {
-                let n = n.map_err(|e| format!("read failed: {e}"))?;
+                let n = n.map_err(PortLost::Read)?;
                 if n == 0 {
-                    return Err("the port closed".to_string());
+                    return Err(PortLost::Closed.into());
                 }
                 last_byte = Instant::now();
                 framer.push(buf.get(..n).unwrap_or_default(), &mut events);

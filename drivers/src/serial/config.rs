@@ -324,7 +324,7 @@ fn port_settings(raw: &RawConfig, issues: &mut Vec<ConfigIssue>) -> PortSettings
         );
     }
     if let Err(e) = crate::line::check_baud(port.baud) {
-        issue("baud", e);
+        issue("baud", e.to_string());
     }
     if !matches!(port.data_bits, 7 | 8) {
         issue("data_bits", "must be 7 or 8".into());
@@ -355,7 +355,7 @@ fn protocol(raw: &RawConfig, issues: &mut Vec<ConfigIssue>) -> (Protocol, Termin
                 match LineProtocol::new(p, raw.error_pattern.as_deref(), raw.decimal_comma) {
                     Ok(lp) => Protocol::Line(lp),
                     Err((key, msg)) => {
-                        issue(key, msg);
+                        issue(key, msg.to_string());
                         Protocol::Mitutoyo // placeholder; the issues are returned below
                     }
                 }

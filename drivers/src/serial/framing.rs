@@ -225,9 +225,20 @@ pub fn escape(bytes: &[u8]) -> String {
     s
 }
 
+/// A request or terminator string with an escape [`unescape`] does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EscapeError {
+    #[error("bad escape \\x{0}: write two hex digits, e.g. \\x05")]
+    Hex(String),
+    #[error("unknown escape \\{0}; use \\r \\n \\t \\0 \\\\ \\\" or \\xNN")]
+    Unknown(char),
+    #[error("a trailing backslash escapes nothing")]
+    Trailing,
+}
+
 /// The inverse of [`escape`] for request strings typed on a command line (`"?\r"`, `"GA01\r\n"`,
 /// `"\x05"`).
-pub fn unescape(text: &str) -> Result<Vec<u8>, String> {
+pub fn unescape(text: &str) -> Result<Vec<u8>, EscapeError> {
     let mut out = Vec::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
@@ -248,17 +259,13 @@ pub fn unescape(text: &str) -> Result<Vec<u8>, String> {
                 let byte = u8::from_str_radix(&hex, 16)
                     .ok()
                     .filter(|_| hex.len() == 2)
-                    .ok_or_else(|| {
-                        format!("bad escape \\x{hex}: write two hex digits, e.g. \\x05")
-                    })?;
+                    .ok_or(EscapeError::Hex(hex))?;
                 out.push(byte);
             }
             Some(other) => {
-                return Err(format!(
-                    "unknown escape \\{other}; use \\r \\n \\t \\0 \\\\ \\\" or \\xNN"
-                ));
+                return Err(EscapeError::Unknown(other));
             }
-            None => return Err("a trailing backslash escapes nothing".to_string()),
+            None => return Err(EscapeError::Trailing),
         }
     }
     Ok(out)

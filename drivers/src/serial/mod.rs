@@ -217,7 +217,8 @@ async fn run(dev: SerialDevice, ctx: DeviceContext) {
                     }
                 }
             }
-            Err(reason) => {
+            Err(e) => {
+                let reason = e.to_string();
                 ctx.metrics.set_state(DeviceState::Disconnected);
                 ctx.metrics.errors.fetch_add(1, Ordering::Relaxed);
                 ctx.metrics.set_last_error(reason.clone());

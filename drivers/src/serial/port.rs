@@ -35,17 +35,41 @@ fn builder(settings: &PortSettings) -> tokio_serial::SerialPortBuilder {
 /// Opens the port and sets the configured DTR/RTS levels. Returns the port and warnings for levels that
 /// could not be set (pseudo-terminals and some adapters have no modem lines; that is not fatal).
 /// Runs on the blocking pool: opening a USB adapter can take a while and must not stall other devices.
-pub async fn open(settings: &PortSettings) -> Result<(SerialStream, Vec<String>), String> {
+pub async fn open(settings: &PortSettings) -> Result<(SerialStream, Vec<String>), PortOpenError> {
     let settings = settings.clone();
-    tokio::task::spawn_blocking(move || open_blocking(&settings))
-        .await
-        .map_err(|e| format!("cannot open the port: the opening task failed ({e})"))?
+    tokio::task::spawn_blocking(move || open_blocking(&settings)).await?
 }
 
-fn open_blocking(settings: &PortSettings) -> Result<(SerialStream, Vec<String>), String> {
+/// A port that could not be opened; the text is the reason of the device's bad readings.
+#[derive(Debug, thiserror::Error)]
+pub enum PortOpenError {
+    #[error("cannot open {path}: {}", source.description)]
+    Open {
+        path: String,
+        source: tokio_serial::Error,
+    },
+    #[error("cannot open the port: the opening task failed ({0})")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Why an open port is gone; the text is the reason of the readings that follow and of the log line.
+#[derive(Debug, thiserror::Error)]
+pub enum PortLost {
+    #[error("the port closed (device unplugged?)")]
+    Closed,
+    #[error("read failed: {0}")]
+    Read(std::io::Error),
+    #[error("write failed: {0}")]
+    Write(std::io::Error),
+}
+
+fn open_blocking(settings: &PortSettings) -> Result<(SerialStream, Vec<String>), PortOpenError> {
     let mut port = builder(settings)
         .open_native_async()
-        .map_err(|e| format!("cannot open {}: {}", settings.path, e.description))?;
+        .map_err(|source| PortOpenError::Open {
+            path: settings.path.clone(),
+            source,
+        })?;
     let mut warnings = Vec::new();
     if let Some(level) = settings.dtr
         && let Err(e) = port.set_dtr(level)

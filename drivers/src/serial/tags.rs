@@ -111,7 +111,7 @@ impl TagSet {
         let (value, unit) = match (source, &tag.cfg.unit) {
             (Some(from), Some(to)) => match convert(value, from, to) {
                 Ok(v) => (v, tag.unit.clone()),
-                Err(reason) => return Some(self.bad(tag, Arc::from(reason), ts)),
+                Err(e) => return Some(self.bad(tag, Arc::from(e.to_string()), ts)),
             },
             // The frame says nothing: the tag's unit is taken as the instrument's.
             (None, Some(_)) => (value, tag.unit.clone()),

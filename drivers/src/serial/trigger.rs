@@ -15,7 +15,7 @@ use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 
 use super::config::{DeviceConfig, PollRequest, Trigger};
 use super::framing::{FrameEvent, Framer, decode, escape};
-use super::port::{LinePort, level_name};
+use super::port::{LinePort, PortLost, level_name};
 use super::protocols::{Fault, Measurement, shorten};
 use super::tags::TagSet;
 use crate::device::{DeviceContext, ErrorBurst};
@@ -27,7 +27,7 @@ pub(crate) enum SessionEnd {
     /// The agent is stopping (shutdown, or the store closed).
     Shutdown,
     /// The port failed (unplugged, I/O error); `got_data` says whether it delivered anything first.
-    PortLost { reason: String, got_data: bool },
+    PortLost { reason: PortLost, got_data: bool },
 }
 
 /// What one frame amounts to.
@@ -279,7 +279,7 @@ impl<'a, P: LinePort> Session<'a, P> {
         };
         match tokio::time::timeout(self.cfg.timeout, write).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(self.lost(format!("write failed: {e}"))),
+            Ok(Err(e)) => return Err(self.lost(PortLost::Write(e))),
             Err(_) => {
                 self.ctx.metrics.timeouts.fetch_add(1, Ordering::Relaxed);
                 let reason: Arc<str> = Arc::from(format!(
@@ -472,7 +472,7 @@ impl<'a, P: LinePort> Session<'a, P> {
         }
     }
 
-    fn lost(&self, reason: String) -> SessionEnd {
+    fn lost(&self, reason: PortLost) -> SessionEnd {
         SessionEnd::PortLost {
             reason,
             got_data: self.got_data,
@@ -488,10 +488,10 @@ impl<'a, P: LinePort> Session<'a, P> {
 }
 
 /// Reads once; end of file and errors mean the port is gone (a hung-up tty reads 0 or EIO).
-async fn read_port<P: LinePort>(port: &mut P, buf: &mut [u8]) -> Result<usize, String> {
+async fn read_port<P: LinePort>(port: &mut P, buf: &mut [u8]) -> Result<usize, PortLost> {
     match port.read(buf).await {
-        Ok(0) => Err("the port closed (device unplugged?)".to_string()),
+        Ok(0) => Err(PortLost::Closed),
         Ok(n) => Ok(n),
-        Err(e) => Err(format!("read failed: {e}")),
+        Err(e) => Err(PortLost::Read(e)),
     }
 }

@@ -122,16 +122,25 @@ impl fmt::Display for Unit {
 /// Converts `value` from `from` to `to`, or says why it cannot (different dimensions, unknown units that
 /// differ). The result of a real conversion is rounded to 12 significant digits so that e.g. 0.5 in is
 /// 12.7 mm and not 12.700000000000001.
-pub fn convert(value: f64, from: &Unit, to: &Unit) -> Result<f64, String> {
+/// A value in a unit that cannot become the tag's unit; the text is the reading's reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("unit: the instrument sent `{from}`, which cannot be converted to the tag's `{to}`")]
+pub struct UnitMismatch {
+    pub from: Unit,
+    pub to: Unit,
+}
+
+pub fn convert(value: f64, from: &Unit, to: &Unit) -> Result<f64, UnitMismatch> {
     match (from, to) {
         (Unit::Known(a), Unit::Known(b)) if std::ptr::eq(*a, *b) => Ok(value),
         (Unit::Known(a), Unit::Known(b)) if a.dimension == b.dimension => {
             Ok(round_significant(value * a.factor / b.factor, 12))
         }
         (Unit::Other(a), Unit::Other(b)) if a.eq_ignore_ascii_case(b) => Ok(value),
-        _ => Err(format!(
-            "unit: the instrument sent `{from}`, which cannot be converted to the tag's `{to}`"
-        )),
+        _ => Err(UnitMismatch {
+            from: from.clone(),
+            to: to.clone(),
+        }),
     }
 }
 
@@ -180,7 +189,9 @@ mod tests {
 
     #[test]
     fn incompatible_units_are_refused_with_a_reason() {
-        let err = convert(1.0, &Unit::parse("deg"), &Unit::parse("mm")).unwrap_err();
+        let err = convert(1.0, &Unit::parse("deg"), &Unit::parse("mm"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`deg`") && err.contains("`mm`"), "{err}");
         assert!(convert(1.0, &Unit::parse("Nm"), &Unit::parse("mm")).is_err());
         assert_eq!(

@@ -28,32 +28,20 @@ impl LineProtocol {
         pattern: &str,
         error_pattern: Option<&str>,
         decimal_comma: bool,
-    ) -> Result<Self, (&'static str, String)> {
+    ) -> Result<Self, (&'static str, PatternError)> {
         let pattern = compile(pattern).map_err(|e| ("pattern", e))?;
         let names: Vec<&str> = pattern.capture_names().flatten().collect();
         if let Some(unknown) = names.iter().find(|n| !CAPTURES.contains(n)) {
-            return Err((
-                "pattern",
-                format!(
-                    "unknown capture name `{unknown}`; use {}",
-                    CAPTURES.join(", ")
-                ),
-            ));
+            return Err(("pattern", PatternError::UnknownCapture(unknown.to_string())));
         }
         if !names.contains(&"value") && !names.contains(&"status") {
-            return Err((
-                "pattern",
-                "the pattern needs a named capture `(?P<value>...)` (or `(?P<status>...)`)"
-                    .to_string(),
-            ));
+            return Err(("pattern", PatternError::NoValueCapture));
         }
         let error_pattern = error_pattern
             .map(|p| {
                 let re = compile(p)?;
                 if let Some(unknown) = re.capture_names().flatten().find(|n| *n != "code") {
-                    return Err(format!(
-                        "unknown capture name `{unknown}` in the error pattern; only `code` is used"
-                    ));
+                    return Err(PatternError::UnknownErrorCapture(unknown.to_string()));
                 }
                 Ok(re)
             })
@@ -119,11 +107,23 @@ impl LineProtocol {
     }
 }
 
-fn compile(pattern: &str) -> Result<Regex, String> {
-    regex::RegexBuilder::new(pattern)
+/// A `pattern` or `error_pattern` lineside cannot use.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PatternError {
+    #[error("invalid regular expression: {0}")]
+    Invalid(#[from] regex::Error),
+    #[error("unknown capture name `{0}`; use {names}", names = CAPTURES.join(", "))]
+    UnknownCapture(String),
+    #[error("the pattern needs a named capture `(?P<value>...)` (or `(?P<status>...)`)")]
+    NoValueCapture,
+    #[error("unknown capture name `{0}` in the error pattern; only `code` is used")]
+    UnknownErrorCapture(String),
+}
+
+fn compile(pattern: &str) -> Result<Regex, PatternError> {
+    Ok(regex::RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| format!("invalid regular expression: {e}"))
+        .build()?)
 }
 
 #[cfg(test)]
@@ -184,12 +184,14 @@ mod tests {
             LineProtocol::new(r"(?P<val>\d+)", None, false)
                 .unwrap_err()
                 .1
+                .to_string()
                 .contains("unknown capture name `val`")
         );
         assert!(
             LineProtocol::new(r"\d+", None, false)
                 .unwrap_err()
                 .1
+                .to_string()
                 .contains("(?P<value>")
         );
         assert_eq!(

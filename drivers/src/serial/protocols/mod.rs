@@ -88,21 +88,16 @@ impl fmt::Display for Measurement {
     }
 }
 
-/// Why a frame gave no usable value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a frame gave no usable value. An instrument's refusal is kept apart from a frame that is not one;
+/// the text is the reading's reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Fault {
     /// The instrument answered with an error (Sylvac `ERR3`, a `line` error pattern): counted as an exception.
+    #[error("{0}")]
     Instrument(String),
     /// The frame is not what the protocol sends (garbage, wrong format, unparsable number): an error.
+    #[error("{0}")]
     Malformed(String),
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Fault::Instrument(s) | Fault::Malformed(s) => f.write_str(s),
-        }
-    }
 }
 
 pub type Parsed = Result<Vec<Measurement>, Fault>;
@@ -178,12 +173,17 @@ pub struct NumberStyle {
 /// The longest number text accepted; gauges print well under this.
 const MAX_NUMBER_LEN: usize = 40;
 
+/// Text that is not a number as [`parse_number`] reads numbers; it holds the (shortened) text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unparsable number \"{0}\"")]
+pub struct UnparsableNumber(pub String);
+
 /// Parses a decimal as gauges print it: optional `+`/`-` (spaces may follow the sign), digits with at most
 /// one decimal separator, optionally an exponent. Strict on purpose: `inf`, `NaN`, `0x10`, `1.2.3` and
 /// empty text are errors, never a value.
-pub fn parse_number(text: &str, style: NumberStyle) -> Result<f64, String> {
+pub fn parse_number(text: &str, style: NumberStyle) -> Result<f64, UnparsableNumber> {
     let t = text.trim();
-    let err = || format!("unparsable number \"{}\"", shorten(t));
+    let err = || UnparsableNumber(shorten(t));
     if t.is_empty() || t.len() > MAX_NUMBER_LEN {
         return Err(err());
     }
@@ -304,7 +304,7 @@ pub fn shorten(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn num(s: &str) -> Result<f64, String> {
+    fn num(s: &str) -> Result<f64, UnparsableNumber> {
         parse_number(s, NumberStyle::default())
     }
 
