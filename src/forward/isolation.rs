@@ -63,7 +63,9 @@ impl Isolation {
     }
 
     /// Whether everything that was in flight at the drops is through (acknowledged or quarantined).
-    pub fn settled(&self, acked: &Committed) -> bool {
+    /// `retained` says whether a side topic is still to be sent (a cleared or dropped one never will).
+    pub fn settled(&mut self, acked: &Committed, retained: impl Fn(&str) -> bool) -> bool {
+        self.side.retain(|t| retained(t));
         acked.readings >= self.readings
             && acked.events >= self.events
             && self.side.is_empty()
@@ -97,15 +99,28 @@ mod tests {
             readings: 24,
             events: 3,
         };
-        assert!(!iso.settled(&acked));
+        let still = |t: &str| t == "retained";
+        assert!(!iso.settled(&acked, still));
         acked.readings = 25;
-        assert!(!iso.settled(&acked), "side and status still out");
+        assert!(!iso.settled(&acked, still), "side and status still out");
         iso.through(&MessageKey::Status);
-        assert!(!iso.settled(&acked));
+        assert!(!iso.settled(&acked, still));
         iso.through(&MessageKey::Side("retained".into()));
         assert!(
-            iso.settled(&acked),
+            iso.settled(&acked, still),
             "a non-retained side message is not sent again: not waited for"
+        );
+    }
+
+    #[test]
+    fn a_side_topic_no_longer_retained_is_not_waited_for() {
+        let mut iso = Isolation::default();
+        iso.suspect(&MessageKey::Side("gone".into()), |_| true);
+        let acked = Committed::default();
+        assert!(!iso.settled(&acked, |_| true));
+        assert!(
+            iso.settled(&acked, |_| false),
+            "cleared since: never sent again"
         );
     }
 }

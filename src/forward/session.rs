@@ -185,13 +185,18 @@ impl Forwarder {
     /// The full limits, or one message at a time while isolating; ends the isolation once everything
     /// that was in flight at the drops is through.
     fn limits_now(&self, st: &mut State, full: &Limits) -> Limits {
-        match &st.isolation {
-            Some(iso) if iso.settled(&st.acked) => {
+        let (retained, acked) = (&st.retained, &st.acked);
+        let settled = st
+            .isolation
+            .as_mut()
+            .map(|iso| iso.settled(acked, |t| retained.contains_key(t)));
+        match settled {
+            Some(true) => {
                 st.isolation = None;
                 tracing::debug!("isolation over: the full window is open again");
                 *full
             }
-            Some(_) => full.isolating(),
+            Some(false) => full.isolating(),
             None => *full,
         }
     }

@@ -142,6 +142,9 @@ impl Forwarder {
             return;
         };
         let Some(payload) = self.fit_side(st, limits, &topic, payload) else {
+            if let Some(iso) = st.isolation.as_mut() {
+                iso.through(&MessageKey::Status); // not sent again: not waited for
+            }
             return;
         };
         let bytes = payload.len();
