@@ -9,22 +9,26 @@
 //! subscribers de-duplicate on (agent, seq).
 //!
 //! Around that: a progress watchdog (connected, data waiting, nothing acknowledged for
-//! `mqtt.stall_timeout` → rebuild the connection), a size check on everything published, a quarantine
-//! for messages the broker refuses again and again ([`quarantine`]), and the command intake
-//! ([`intake`]). The encoding lives in [`payload`] only.
+//! `mqtt.stall_timeout` → rebuild the connection), a size check on everything published (side and
+//! status messages are cut down rather than refused: [`degrade`]), one-at-a-time sending after a drop
+//! to find a message the broker refuses ([`isolation`]), a quarantine for it ([`quarantine`]), and the
+//! command intake ([`intake`]). The encoding lives in [`payload`] only.
 
+mod degrade;
 pub mod intake;
+mod isolation;
 mod link;
 mod options;
 mod payload;
 mod quarantine;
 mod session;
+mod side;
 mod sparkplug;
 pub mod stats;
 mod tls;
 mod tracker;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -43,6 +47,7 @@ pub use stats::{ForwarderStats, Progress};
 use crate::bus::{CommandSender, SidePublish};
 use crate::config::MqttConfig;
 use crate::store::{Acker, Committed, Store, StoreReader, Stream};
+use isolation::Isolation;
 use link::Link;
 use options::Limits;
 use quarantine::Quarantine;
@@ -83,10 +88,16 @@ struct State {
     /// Published up to (≥ `acked` while connected).
     next: Committed,
     quarantine: Quarantine,
+    /// Set after a drop with several messages in flight: one message at a time until they are through.
+    isolation: Option<Isolation>,
     /// The latest payload of every retained side topic, re-published after each reconnect.
     retained: HashMap<String, Vec<u8>>,
+    /// Retained side topics still to re-publish on this connection, as the window allows.
+    republish: VecDeque<String>,
     /// A side message the client refused, retried first.
     held: Option<SidePublish>,
+    /// How large side and status messages may be (configured, and learned from refusals).
+    side_sizes: degrade::SideSizes,
     intake: intake::Intake,
     fill_burst: ErrorBurst,
     backoff: Backoff,
@@ -123,8 +134,11 @@ impl Forwarder {
             acked,
             next: acked,
             quarantine: Quarantine::default(),
+            isolation: None,
             retained: HashMap::new(),
+            republish: VecDeque::new(),
             held: None,
+            side_sizes: degrade::SideSizes::default(),
             intake: intake::Intake::new(
                 self.commands.clone(),
                 self.cfg.max_command_size as usize,
@@ -235,15 +249,37 @@ impl Forwarder {
         )?))
     }
 
-    /// The connection ended with an error: count it, log it once per burst, and give the message that
-    /// was oldest unacknowledged a strike (a broker that drops the connection on one message).
+    /// The connection ended with an error: count it, log it once per burst, and find out whether the
+    /// broker refused a message: with exactly one message in flight, that one gets a strike; with
+    /// several, nobody can tell which, so the next connections isolate them ([`isolation`]).
     fn lost(&mut self, st: &mut State, error: String, established: bool, incoming_too_large: bool) {
         self.stats.connect_errors.fetch_add(1, Relaxed);
-        if established
-            && let Some(suspect) = st.tracker.oldest_unacked().cloned()
-            && st.quarantine.strike(&suspect)
-        {
-            self.quarantine(st, suspect, "refused_by_broker", None);
+        if established {
+            match st.tracker.in_flight() {
+                0 => {}
+                1 => {
+                    if let Some(suspect) = st.tracker.oldest_unacked().cloned()
+                        && st.quarantine.strike(&suspect)
+                    {
+                        self.quarantine(st, suspect, "refused_by_broker", None);
+                    }
+                }
+                n => {
+                    let retained = &st.retained;
+                    let iso = st.isolation.get_or_insert_with(|| {
+                        self.stats.isolations.fetch_add(1, Relaxed);
+                        tracing::debug!(
+                            in_flight = n,
+                            "the connection dropped with several messages in flight; sending them \
+                             one at a time until they are through"
+                        );
+                        Isolation::default()
+                    });
+                    for key in st.tracker.in_flight_keys() {
+                        iso.suspect(key, |t| retained.contains_key(t));
+                    }
+                }
+            }
         }
         st.tracker.reset();
         if incoming_too_large {
@@ -266,8 +302,9 @@ impl Forwarder {
         }
     }
 
-    /// Skips a message from now on: stored data stays in the store and the cursor passes it; a side
-    /// message is dropped (it is derived and will be derived again). Announced with an event.
+    /// Skips a message from now on: stored data stays in the store and the cursor passes it (announced
+    /// with an event); a side or status message is dropped and later ones are cut down further (they
+    /// are derived and will be derived again).
     fn quarantine(
         &mut self,
         st: &mut State,
@@ -275,7 +312,6 @@ impl Forwarder {
         reason: &'static str,
         bytes: Option<usize>,
     ) {
-        self.stats.quarantined.fetch_add(1, Relaxed);
         match &key {
             MessageKey::Data {
                 stream,
@@ -283,6 +319,7 @@ impl Forwarder {
                 lo,
                 hi,
             } => {
+                self.stats.quarantined.fetch_add(1, Relaxed);
                 let stream_name = match stream {
                     Stream::Readings => "readings",
                     Stream::Events => "events",
@@ -314,20 +351,16 @@ impl Forwarder {
                         tracing::error!(error = %e, "cannot store the quarantine event");
                     }
                 });
-                st.quarantine.hold(key);
+                st.quarantine.hold(key.clone());
             }
             MessageKey::Side(topic) => {
-                tracing::error!(
-                    topic,
-                    reason,
-                    "the broker keeps refusing a side message; dropped"
-                );
-                st.retained.remove(topic);
-                if st.held.as_ref().is_some_and(|h| &h.topic == topic) {
-                    st.held = None;
-                }
+                // Dropped; a retained one is kept and goes out again cut down to the lower cap.
+                self.side_refused(st, topic);
             }
-            MessageKey::Status => {}
+            MessageKey::Status => self.side_refused(st, &self.topics.status()),
+        }
+        if let Some(iso) = st.isolation.as_mut() {
+            iso.through(&key);
         }
     }
 
@@ -350,7 +383,7 @@ impl Forwarder {
                 st.tracker.sent(None, MessageKey::Side(death.topic));
             }
         }
-        self.publish_status(st, &link.client, "offline", true);
+        self.publish_status(st, &link.client, &Limits::new(&self.cfg), "offline", true);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
         while st.tracker.in_flight() > 0 {
             match tokio::time::timeout_at(deadline, link.events.recv()).await {
@@ -383,6 +416,9 @@ impl Forwarder {
                 if let Some(acked) = st.tracker.acked(ack.pkid) {
                     self.stats.acked(Instant::now());
                     st.quarantine.acked(&acked.key);
+                    if let Some(iso) = st.isolation.as_mut() {
+                        iso.through(&acked.key);
+                    }
                     if let Some((stream, seq)) = acked.cursor {
                         self.advance(st, stream, seq);
                     }
@@ -407,46 +443,6 @@ impl Forwarder {
             *slot = seq;
             self.acker.ack(stream, seq);
             st.quarantine.passed(stream, seq);
-        }
-    }
-
-    /// Publishes the status message (retained). With `force` it goes out even if the window is full
-    /// (shutdown); otherwise it waits for room.
-    fn publish_status(
-        &self,
-        st: &mut State,
-        client: &rumqttc::AsyncClient,
-        state: &str,
-        force: bool,
-    ) {
-        if st.sparkplug.is_some() {
-            // Sparkplug: the node's state is its NBIRTH/NDEATH and node metrics; the JSON status
-            // topic (whose will is replaced by the NDEATH) is not used.
-            return;
-        }
-        let limits = Limits::new(&self.cfg);
-        if !force && st.tracker.in_flight() >= limits.total {
-            st.status_pending = true;
-            return;
-        }
-        st.status_pending = false;
-        let topic = self.topics.status();
-        let Ok(payload) = serde_json::to_vec(&(self.status)(state)) else {
-            return;
-        };
-        if !limits.fits(&topic, payload.len()) {
-            self.stats.oversized_dropped.fetch_add(1, Relaxed);
-            tracing::error!(
-                bytes = payload.len(),
-                "the status message is too large to publish"
-            );
-            return;
-        }
-        if client
-            .try_publish(topic, rumqttc::QoS::AtLeastOnce, true, payload)
-            .is_ok()
-        {
-            st.tracker.sent(None, MessageKey::Status);
         }
     }
 }

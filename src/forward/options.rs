@@ -25,6 +25,8 @@ pub struct Limits {
     pub total: usize,
     /// Largest packet the client writes.
     pub packet_max: usize,
+    /// Side messages (beyond the data window) in flight at most.
+    side_slots: usize,
 }
 
 impl Limits {
@@ -34,12 +36,24 @@ impl Limits {
             window,
             total: window + SIDE_SLOTS + STATUS_SLOTS,
             packet_max: (cfg.max_message_size as usize + 4096).max(64 * 1024),
+            side_slots: SIDE_SLOTS,
+        }
+    }
+
+    /// While isolating a refused message (`super::isolation`): one message in flight at a time,
+    /// whatever it is.
+    pub fn isolating(&self) -> Limits {
+        Limits {
+            window: 1,
+            total: 1,
+            side_slots: 0,
+            ..*self
         }
     }
 
     /// Side messages are published while fewer than this many messages are in flight.
     pub fn side_limit(&self) -> usize {
-        self.window + SIDE_SLOTS
+        self.window + self.side_slots
     }
 
     /// Whether a publish of `payload` on `topic` fits in one packet (fixed header, topic length,

@@ -1,6 +1,6 @@
 //! Messages that must not hold up the stream: too large to publish, or refused by the broker again and
-//! again (the connection drops while the same message is the oldest unacknowledged, [`STRIKES`] times in
-//! a row). A quarantined stored message stays in the store; the cursor passes over it and an
+//! again (the connection drops while the same message is the only one in flight, [`STRIKES`] times in
+//! a row; see [`super::isolation`] for how it comes to be alone). A quarantined stored message stays in the store; the cursor passes over it and an
 //! `agent.message_quarantined` event says which seqs were skipped. The list is kept in memory: after a
 //! restart a refused message needs its strikes again (a too-large one is recognised at once).
 
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use super::tracker::MessageKey;
 use crate::store::Stream;
 
-/// Connection drops with the same message oldest unacknowledged before it is quarantined.
+/// Connection drops with the same message alone in flight before it is quarantined.
 pub const STRIKES: u32 = 3;
 /// Messages with strikes remembered at most (a broker restart gives an innocent one a strike).
 const MAX_SUSPECTS: usize = 64;
@@ -22,12 +22,9 @@ pub struct Quarantine {
 }
 
 impl Quarantine {
-    /// The connection dropped while `suspect` was the oldest unacknowledged message. Returns true when
-    /// this was its last strike (the caller quarantines it).
+    /// The connection dropped while `suspect` was the only message in flight. Returns true when this
+    /// was its last strike (the caller quarantines it; a side or status message is cut down instead).
     pub fn strike(&mut self, suspect: &MessageKey) -> bool {
-        if matches!(suspect, MessageKey::Status) {
-            return false; // a few hundred bytes we write ourselves; the drop had another cause
-        }
         if self.strikes.len() >= MAX_SUSPECTS && !self.strikes.contains_key(suspect) {
             self.strikes.clear();
         }
@@ -111,7 +108,10 @@ mod tests {
         assert!(q.strike(&event(5)));
         assert!(!q.strike(&MessageKey::Status));
         assert!(!q.strike(&MessageKey::Status));
-        assert!(!q.strike(&MessageKey::Status));
+        assert!(
+            q.strike(&MessageKey::Status),
+            "a status message can be too large for the broker too"
+        );
     }
 
     #[test]

@@ -11,7 +11,6 @@ use super::link::Link;
 use super::options::Limits;
 use super::tracker::MessageKey;
 use super::{Forwarder, State, payload};
-use crate::bus::SidePublish;
 use crate::store::{Committed, Stream};
 
 /// How often the loop turns without events: retries, status, the watchdog, the intake's tick.
@@ -71,7 +70,11 @@ impl Forwarder {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_tick = Instant::now();
+        let full = *limits;
         loop {
+            // One message at a time while isolating a refused message (see `isolation`).
+            let lim = self.limits_now(st, &full);
+            let limits = &lim;
             // Not biased: acknowledgements, commits, side messages and the tick all get their turn.
             tokio::select! {
                 _ = shutdown.cancelled() => return Ended::Shutdown { connected },
@@ -101,8 +104,12 @@ impl Forwarder {
                                 next = link.events.try_recv().ok();
                             }
                         }
-                        if acked && let Err(ended) = self.try_fill(st, &link.client, limits) {
-                            return ended;
+                        if acked {
+                            let lim = self.limits_now(st, &full);
+                            self.publish_side_due(st, &link.client, &lim);
+                            if let Err(ended) = self.try_fill(st, &link.client, &lim) {
+                                return ended;
+                            }
                         }
                     }
                     Some(Err(e)) => {
@@ -166,11 +173,31 @@ impl Forwarder {
             }
             // A busy event stream (acknowledgements at a high rate, a flood of commands) can keep the
             // biased select from ever reaching the tick: run it from here when it is due.
-            if last_tick.elapsed() >= TICK
-                && let Err(ended) = self.on_tick(st, link, limits, connected, &mut last_tick)
-            {
-                return ended;
+            if last_tick.elapsed() >= TICK {
+                let lim = self.limits_now(st, &full);
+                if let Err(ended) = self.on_tick(st, link, &lim, connected, &mut last_tick) {
+                    return ended;
+                }
             }
+        }
+    }
+
+    /// The full limits, or one message at a time while isolating; ends the isolation once everything
+    /// that was in flight at the drops is through.
+    fn limits_now(&self, st: &mut State, full: &Limits) -> Limits {
+        let (retained, acked) = (&st.retained, &st.acked);
+        let settled = st
+            .isolation
+            .as_mut()
+            .map(|iso| iso.settled(acked, |t| retained.contains_key(t)));
+        match settled {
+            Some(true) => {
+                st.isolation = None;
+                tracing::debug!("isolation over: the full window is open again");
+                *full
+            }
+            Some(false) => full.isolating(),
+            None => *full,
         }
     }
 
@@ -190,13 +217,13 @@ impl Forwarder {
         if !connected {
             return Ok(());
         }
-        self.publish_held(st, &link.client, limits);
+        self.publish_side_due(st, &link.client, limits);
         self.try_fill(st, &link.client, limits)?;
         let rebirth = st.intake.tick(now) == Action::Rebirth;
         let status_due = rebirth || st.status_pending || now >= st.status_due;
         if status_due {
             st.status_due = now + self.cfg.status_interval;
-            self.publish_status(st, &link.client, "online", false);
+            self.publish_status(st, &link.client, limits, "online", false);
         }
         self.sparkplug_tick(st, &link.client, limits, status_due, now)?;
         let head = *self.committed.borrow();
@@ -240,7 +267,7 @@ impl Forwarder {
                 if p.topic == self.topics.command()
                     && st.intake.handle(p.retain, &p.payload, Instant::now()) == Action::Rebirth
                 {
-                    self.publish_status(st, &link.client, "online", false);
+                    self.publish_status(st, &link.client, limits, "online", false);
                 }
             }
             ev => return Ok(self.track(st, &ev)),
@@ -276,56 +303,13 @@ impl Forwarder {
             let _ = client.try_subscribe(self.topics.command(), QoS::AtLeastOnce);
         }
         st.status_due = now + self.cfg.status_interval;
-        self.publish_status(st, client, "online", false);
+        self.publish_status(st, client, limits, "online", false);
         self.sparkplug_connected(st, client, limits)?;
-        let retained: Vec<(String, Vec<u8>)> = st
-            .retained
-            .iter()
-            .map(|(t, p)| (t.clone(), p.clone()))
-            .collect();
-        for (topic, payload) in retained {
-            if st.tracker.in_flight() >= limits.side_limit() {
-                break; // the rest is re-published by SPC's own refresh
-            }
-            if limits.fits(&topic, payload.len())
-                && client
-                    .try_publish(topic.clone(), QoS::AtLeastOnce, true, payload)
-                    .is_ok()
-            {
-                st.tracker.sent(None, MessageKey::Side(topic));
-            }
-        }
+        // Retained side topics go out again as the window allows (a clean session forgot whatever
+        // was in flight); a side message held from the last connection goes first.
+        st.republish = st.retained.keys().cloned().collect();
+        self.publish_side_due(st, client, limits);
         self.try_fill(st, client, limits)
-    }
-
-    /// Publishes the held side message; keeps it held when the client refuses it.
-    fn publish_held(&self, st: &mut State, client: &AsyncClient, limits: &Limits) {
-        let Some(side) = st.held.take() else { return };
-        if !limits.fits(&side.topic, side.payload.len()) {
-            self.stats.oversized_dropped.fetch_add(1, Relaxed);
-            tracing::error!(
-                topic = side.topic,
-                bytes = side.payload.len(),
-                "a side message is too large to publish; dropped"
-            );
-            st.retained.remove(&side.topic);
-            return;
-        }
-        let SidePublish {
-            topic,
-            payload,
-            retain,
-        } = side;
-        match client.try_publish(topic.clone(), QoS::AtLeastOnce, retain, payload.clone()) {
-            Ok(()) => st.tracker.sent(None, MessageKey::Side(topic)),
-            Err(_) => {
-                st.held = Some(SidePublish {
-                    topic,
-                    payload,
-                    retain,
-                })
-            }
-        }
     }
 
     /// [`Forwarder::fill`], keeping the forwarder alive through store errors (retried by the tick). A

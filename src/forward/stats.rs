@@ -34,8 +34,15 @@ pub struct ForwarderStats {
     /// Messages (data or events) skipped by the cursor because they were too large or the broker
     /// refused them repeatedly; they stay in the store.
     pub quarantined: AtomicU64,
-    /// Side and status messages not published because they were too large.
+    /// Side and status messages not published because they were too large (even cut down).
     pub oversized_dropped: AtomicU64,
+    /// Side and status messages cut down (lists truncated) to fit the size limit.
+    pub side_degraded: AtomicU64,
+    /// Side and status messages the broker refused repeatedly (each lowers the size they are cut to).
+    pub side_refused: AtomicU64,
+    /// Drops with several messages in flight, after which messages went one at a time until those
+    /// were through (to find one the broker refuses).
+    pub isolations: AtomicU64,
     pub commands: CommandStats,
     pub last_error: Mutex<Option<String>>,
     /// Work is waiting (published and unacknowledged, or committed and unpublished).
@@ -85,6 +92,9 @@ impl Default for ForwarderStats {
             stall_recoveries: AtomicU64::new(0),
             quarantined: AtomicU64::new(0),
             oversized_dropped: AtomicU64::new(0),
+            side_degraded: AtomicU64::new(0),
+            side_refused: AtomicU64::new(0),
+            isolations: AtomicU64::new(0),
             commands: CommandStats::default(),
             last_error: Mutex::new(None),
             busy: AtomicBool::new(false),
@@ -282,6 +292,24 @@ impl ForwarderStats {
                 n(&self.oversized_dropped),
             ),
             (
+                "forwarder_side_degraded_total",
+                "Side or status messages cut down (lists truncated) to fit the size limit.",
+                "counter",
+                n(&self.side_degraded),
+            ),
+            (
+                "forwarder_side_refused_total",
+                "Side or status messages the broker refused repeatedly.",
+                "counter",
+                n(&self.side_refused),
+            ),
+            (
+                "forwarder_isolations_total",
+                "Connection drops with several messages in flight, followed by one-at-a-time sending.",
+                "counter",
+                n(&self.isolations),
+            ),
+            (
                 "commands_received_total",
                 "Messages received on the command topic.",
                 "counter",
@@ -345,6 +373,9 @@ impl ForwarderStats {
             "events_forwarded": self.events_forwarded.load(Relaxed),
             "quarantined": self.quarantined.load(Relaxed),
             "oversized_dropped": self.oversized_dropped.load(Relaxed),
+            "side_degraded": self.side_degraded.load(Relaxed),
+            "side_refused": self.side_refused.load(Relaxed),
+            "isolations": self.isolations.load(Relaxed),
             "commands": {
                 "received": c.received.load(Relaxed),
                 "accepted": c.accepted.load(Relaxed),

@@ -133,6 +133,14 @@ impl Tracker {
             .or_else(|| self.awaiting_pkid.front().map(|e| &e.key))
     }
 
+    /// Every message sent and not acknowledged, in send order.
+    pub fn in_flight_keys(&self) -> impl Iterator<Item = &MessageKey> {
+        self.by_pkid
+            .iter()
+            .map(|(_, e)| &e.key)
+            .chain(self.awaiting_pkid.iter().map(|e| &e.key))
+    }
+
     /// Messages sent and not yet acknowledged.
     pub fn in_flight(&self) -> usize {
         self.awaiting_pkid.len() + self.by_pkid.len()
