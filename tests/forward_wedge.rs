@@ -16,6 +16,8 @@
 //! connection. (`tests/forward_stall.rs` passes on 0.1.0 too: it checks only what the broker
 //! acknowledged, or lets a restart re-send what was lost.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

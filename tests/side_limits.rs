@@ -3,6 +3,8 @@
 //! one again and again, instead of dropping the connection in a loop. Here the status message of an
 //! agent with many devices (≈ 12 kB) meets mosquitto's `max_packet_size 8192`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;
