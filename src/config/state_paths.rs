@@ -14,10 +14,10 @@ impl Checker<'_> {
         if let Err(e) = creatable_dir(state_dir) {
             self.push("agent.state_dir", e);
         }
-        if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Err(e) = creatable_dir(parent) {
-                self.push("store.path", e);
-            }
+        if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty())
+            && let Err(e) = creatable_dir(parent)
+        {
+            self.push("store.path", e);
         }
         if let Err(e) = sqlite_or_absent(db) {
             self.push("store.path", e);
