@@ -222,22 +222,7 @@ fn write_due(shared: &Shared, target: &Target, failing: &mut bool) {
         (due.want, std::mem::take(&mut due.batches))
     };
     let ok = write_logged(target, want, failing);
-    let mut due = shared.lock();
-    due.attempted = want;
-    if !ok {
-        // Kept for when a write succeeds; newer batches behind them.
-        let newer = std::mem::replace(&mut due.batches, batches);
-        due.batches.extend(newer);
-        if due.batches.len() > MAX_HELD_BATCHES {
-            due.batches.clear();
-        }
-        drop(due);
-        shared.done.notify_all();
-        return;
-    }
-    drop(due);
-    shared.done.notify_all();
-    {
+    if ok {
         // The batches first: a forwarder that is caught up packs them from memory and then finds
         // nothing left to read when the new bound arrives.
         for b in batches {
@@ -249,7 +234,19 @@ fn write_due(shared: &Shared, target: &Target, failing: &mut bool) {
             *d = new;
             changed
         });
+        shared.lock().attempted = want;
+    } else {
+        let mut due = shared.lock();
+        due.attempted = want;
+        // Kept for when a write succeeds; newer batches behind them.
+        let newer = std::mem::replace(&mut due.batches, batches);
+        due.batches.extend(newer);
+        if due.batches.len() > MAX_HELD_BATCHES {
+            due.batches.clear();
+        }
     }
+    // After the bound is published: `ensure_durable` returns with the marks on disk and announced.
+    shared.done.notify_all();
 }
 
 fn write_logged(target: &Target, marks: Committed, failing: &mut bool) -> bool {
@@ -301,7 +298,7 @@ mod tests {
         });
         hw.update(c(11, 3), Some(batch.clone()));
         hw.ensure_durable(c(11, 3));
-        // The bound is published after the write, and only then the batch.
+        // Published once written: the batch, and the bound.
         assert_eq!(read_marks(&p), Some((42, 11, 3)));
         assert_eq!(*durable.borrow(), c(11, 3));
         assert_eq!(batches.try_recv().unwrap().first_seq, 11);

@@ -184,11 +184,13 @@ impl Writer {
                 r.get::<_, String>(3)?,
             ))
         })?;
+        // The counters are plain numbers: a panic elsewhere while holding the lock leaves nothing
+        // inconsistent that matters here.
         let mut counters = self
             .stats
             .tags
             .lock()
-            .map_err(|_| rusqlite::Error::InvalidQuery)?;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for row in rows {
             let (id, device, tag, unit) = row?;
             self.tag_ids
@@ -549,9 +551,11 @@ impl Writer {
     }
 
     fn publish_tag_counts(&mut self, new_tags: Vec<(i64, String, String)>) {
-        let Ok(mut counters) = self.stats.tags.lock() else {
-            return;
-        };
+        let mut counters = self
+            .stats
+            .tags
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (id, device, tag) in new_tags {
             let idx = id as usize;
             if counters.len() <= idx {
