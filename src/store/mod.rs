@@ -260,7 +260,8 @@ impl Store {
         Acker(self.ctrl.clone())
     }
 
-    /// Commits everything received so far.
+    /// Commits everything received so far, and returns once the high-water marks cover it (the
+    /// forwarder may publish it).
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.ctrl

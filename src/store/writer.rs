@@ -245,6 +245,12 @@ impl Writer {
                 self.commit_with_retry(&mut pending, &committed, shutting_down);
                 first_at = None;
                 drained = false;
+                if !flush_waiters.is_empty() {
+                    // A flush ends when the forwarder may publish what it committed (at shutdown the
+                    // forwarder's last turn comes right after it).
+                    let head = self.committed();
+                    self.high_water.ensure_durable(head);
+                }
                 for w in flush_waiters.drain(..) {
                     let _: Result<(), ()> = tokio::sync::oneshot::Sender::send(w, ());
                 }
