@@ -181,6 +181,48 @@ fn values_run_cannot_handle_are_refused_with_their_range() {
         ),
         "17:1: characteristic[0].capability_interval: must be between 1s and 1day",
     );
+    refused(
+        &MINIMAL.replace("[mqtt]\n", "[mqtt]\nstall_timeout = \"0s\"\n"),
+        "6:1: mqtt.stall_timeout: must be between 1s and 1day (it is 0s)",
+    );
+    refused(
+        &MINIMAL.replace("[mqtt]\n", "[mqtt]\nmax_command_size = \"64PiB\"\n"),
+        "6:1: mqtt.max_command_size: must be between 256B and 4MiB",
+    );
+    // Device tables of every driver: poll intervals, timeouts, heartbeats, backoff.
+    let device = |driver_keys: &str| {
+        format!("{MINIMAL}[[device]]\nname = \"g\"\n{driver_keys}\n[[device.tag]]\nname = \"d\"\n")
+    };
+    refused(
+        &device("driver = \"sim\"\ninterval = \"0s\""),
+        "10:1: device[0].interval: must be between 1ms and 1day (it is 0s)",
+    );
+    refused(
+        &device("driver = \"sim\"\ninterval = \"1s\"\nbad_heartbeat = \"99999999d\""),
+        "11:1: device[0].bad_heartbeat: must be between 100ms and 1day",
+    );
+    refused(
+        &device(
+            "driver = \"modbus\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\npoll_interval = \"99999999d\"",
+        ),
+        "12:1: device[0].poll_interval: must be between 1ms and 1day",
+    );
+    refused(
+        &device(
+            "driver = \"modbus\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\nreconnect_max = \"99999999d\"",
+        ),
+        "12:1: device[0].reconnect_max: must be between 1ms and 1h",
+    );
+    refused(
+        &device(
+            "driver = \"opcua\"\nendpoint = \"opc.tcp://127.0.0.1:4840\"\nrequest_timeout = \"0s\"",
+        ),
+        "11:1: device[0].request_timeout: must be between 1ms and 1h (it is 0s)",
+    );
+    refused(
+        &device("driver = \"serial\"\nport = \"/dev/null\"\ntimeout = \"99999999d\""),
+        "11:1: device[0].timeout: must be between 1ms and 1h",
+    );
 }
 
 #[test]

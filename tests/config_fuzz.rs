@@ -355,6 +355,72 @@ fn check_passes_only_what_run_validates() {
     );
 }
 
+/// Duration keys for which zero is a meaningful value (no pause, no limit).
+const ZERO_ALLOWED: &[&str] = &["inter_frame_delay", "rebirth_min_interval"];
+
+/// Every duration and size key the shipped configs show (set or commented out) has a range: an absurd
+/// value, and zero where zero makes no sense, is refused at its line with the range in the message.
+#[test]
+fn every_duration_and_size_key_refuses_zero_and_absurd_values() {
+    let mut failures = Vec::new();
+    let mut tried = 0;
+    for base in bases() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = shipped::localise(&base.text, dir.path());
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let uncommented = line.trim_start_matches('#').trim();
+            let Some((key, value)) = uncommented.split_once('=') else {
+                continue;
+            };
+            let (key, value) = (key.trim(), value.split(" #").next().unwrap_or("").trim());
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                continue;
+            }
+            let values: &[(&str, bool)] = if value.starts_with('"') && is_duration(value) {
+                &[("\"99999999d\"", false), ("\"0s\"", true)]
+            } else if value.starts_with('"') && is_size(value) {
+                &[("\"64PiB\"", false), ("\"0B\"", true)]
+            } else {
+                continue;
+            };
+            for (v, zero) in values {
+                if *zero && ZERO_ALLOWED.contains(&key) {
+                    continue;
+                }
+                let mut case: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+                case[i] = format!("{key} = {v}");
+                let path = dir.path().join(&base.name);
+                std::fs::write(&path, case.join("\n")).unwrap();
+                let what = format!("{}:{}: {key} = {v}", base.name, i + 1);
+                let errors = match lineside::config::load(&path) {
+                    Ok(_) => {
+                        failures.push(format!("{what}: accepted"));
+                        continue;
+                    }
+                    Err(e) => e.0,
+                };
+                let here: Vec<_> = errors.iter().filter(|e| e.line == i + 1).collect();
+                // Uncommented into a section where the key does not belong: nothing to check.
+                if here.iter().any(|e| e.message.contains("unknown")) {
+                    continue;
+                }
+                tried += 1;
+                if !here.iter().any(|e| e.message.contains("must be between")) {
+                    failures.push(format!("{what}: {errors:?}"));
+                }
+            }
+        }
+    }
+    assert!(tried > 40, "only {tried} duration and size keys found");
+    assert!(
+        failures.is_empty(),
+        "{} values not refused with their range:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 struct Output {
     code: Option<i32>,
     text: String,

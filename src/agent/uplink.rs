@@ -126,9 +126,14 @@ impl Uplink {
             cfg: mqtt.clone(),
             agent_id: self.agent_id.clone(),
             topics: self.topics.clone(),
-            reader: self.store.reader().context("opening a store reader")?,
+            // Bounded by the durable high-water marks: nothing is published that a store losing its
+            // tail could hand out again.
+            reader: self
+                .store
+                .forwarding_reader()
+                .context("opening a store reader")?,
             acker: self.store.acker(),
-            committed: self.store.watch_committed(),
+            committed: self.store.watch_durable(),
             stats: self.stats.clone(),
             status: self.status.clone(),
             commands: self.commands.clone(),

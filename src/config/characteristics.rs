@@ -99,7 +99,26 @@ impl Checker<'_> {
         if self.errors.len() > errors_before {
             return None; // validating a spec with keys taken out would report consequences twice
         }
+        // The engine checks the window's form; its range is the config's (one message per key).
+        let window_refused = spec
+            .subgroup_window
+            .as_deref()
+            .and_then(|w| humantime::parse_duration(w.trim()).ok())
+            .filter(|w| {
+                let r = super::ranges::SUBGROUP_WINDOW;
+                *w < r.min || *w > r.max
+            });
+        if let Some(w) = window_refused {
+            self.in_range(
+                &format!("{at}.subgroup_window"),
+                w,
+                super::ranges::SUBGROUP_WINDOW,
+            );
+        }
         for issue in spec.validate() {
+            if window_refused.is_some() && issue.path == "subgroup_window" {
+                continue;
+            }
             // The engine numbers context keys; the config names them.
             let path = match issue
                 .path

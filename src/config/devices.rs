@@ -105,6 +105,7 @@ impl Checker<'_> {
                     true
                 }
             };
+            self.device_ranges(&at, &mut table);
             if let Some(device) = self.parse_device(&at, &name, &driver, table)
                 && enabled
             {

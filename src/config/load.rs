@@ -91,10 +91,8 @@ fn load_sources(
         cx.push(&format!("spc.{key}"), message);
     }
     let station: Option<crate::config::StationConfig> = cx.section(&root, "station", false);
-    if let Some(st) = &station
-        && st.tls_cert.is_some() != st.tls_key.is_some()
-    {
-        cx.push("station.tls_cert", "tls_cert and tls_key go together");
+    if let Some(st) = &station {
+        cx.check_station(st);
     }
     let sparkplug: Option<SparkplugConfig> = cx.section(&root, "sparkplug", false);
     if let Some(agent) = &agent {

@@ -85,11 +85,160 @@ pub const STATUS_INTERVAL: Range<Duration> = Range {
     min: s(1),
     max: s(DAY),
 };
+/// The progress watchdog must leave a broker time to acknowledge a full window; beyond a day it no
+/// longer watches anything.
+pub const STALL_TIMEOUT: Range<Duration> = Range {
+    min: s(1),
+    max: s(DAY),
+};
+/// A command is a small JSON object; the client reads at most 4 MiB from the broker (see
+/// `forward::options::INCOMING_MAX`), so a larger limit could never be used.
+pub const MAX_COMMAND_SIZE: Range<u64> = Range {
+    min: 256,
+    max: 4 * MIB,
+};
+// [station]
+pub const SESSION_IDLE: Range<Duration> = Range {
+    min: s(60),
+    max: s(30 * DAY),
+};
+pub const STATION_HISTORY: Range<u64> = Range {
+    min: 1,
+    max: 100_000,
+};
+pub const STATION_STREAMS: Range<u64> = Range {
+    min: 1,
+    max: 10_000,
+};
+pub const LOGIN_ATTEMPTS: Range<u64> = Range {
+    min: 1,
+    max: 10_000,
+};
 // [[characteristic]]
+/// A subgroup's time window (aligned to the clock).
+pub const SUBGROUP_WINDOW: Range<Duration> = Range {
+    min: s(1),
+    max: s(DAY),
+};
 pub const CAPABILITY_INTERVAL: Range<Duration> = Range {
     min: s(1),
     max: s(DAY),
 };
+
+// [[device]] tables of every driver, by key (the drivers check their own rules; these bound what a
+// timer or a deadline can hold).
+/// Sampling and polling periods.
+const DEVICE_PERIOD: Range<Duration> = Range {
+    min: ms(1),
+    max: s(DAY),
+};
+/// Time allowed for a reply, a connection or a handshake.
+const DEVICE_TIMEOUT: Range<Duration> = Range {
+    min: ms(1),
+    max: s(3600),
+};
+/// Reconnect backoff delays.
+const DEVICE_BACKOFF: Range<Duration> = Range {
+    min: ms(1),
+    max: s(3600),
+};
+/// How often a tag that stays bad, or a value that stays the same, is reported again.
+const DEVICE_HEARTBEAT: Range<Duration> = Range {
+    min: ms(100),
+    max: s(DAY),
+};
+
+/// Duration keys of a `[[device]]` table and their ranges (a key a driver does not know is reported by
+/// the driver).
+pub const DEVICE_DURATIONS: &[(&str, Range<Duration>)] = &[
+    ("interval", DEVICE_PERIOD),
+    ("poll_interval", DEVICE_PERIOD),
+    ("publishing_interval", DEVICE_PERIOD),
+    ("sampling_interval", DEVICE_PERIOD),
+    ("timeout", DEVICE_TIMEOUT),
+    ("connect_timeout", DEVICE_TIMEOUT),
+    ("request_timeout", DEVICE_TIMEOUT),
+    (
+        "keep_alive_interval",
+        Range {
+            min: ms(10),
+            max: s(3600),
+        },
+    ),
+    (
+        "session_timeout",
+        Range {
+            min: s(1),
+            max: s(DAY),
+        },
+    ),
+    (
+        "retry_failed_items",
+        Range {
+            min: ms(100),
+            max: s(DAY),
+        },
+    ),
+    // A pause between frames on a serial line: a few milliseconds, zero allowed.
+    (
+        "inter_frame_delay",
+        Range {
+            min: ms(0),
+            max: s(1),
+        },
+    ),
+    // The DTR pulse that asks a simplex gauge for a value.
+    (
+        "pulse",
+        Range {
+            min: ms(1),
+            max: s(10),
+        },
+    ),
+    ("reconnect_min", DEVICE_BACKOFF),
+    ("reconnect_max", DEVICE_BACKOFF),
+    ("reconnect_initial", DEVICE_BACKOFF),
+    ("bad_heartbeat", DEVICE_HEARTBEAT),
+];
+/// Duration keys of a `[[device.tag]]` table.
+pub const TAG_DURATIONS: &[(&str, Range<Duration>)] = &[
+    ("heartbeat", DEVICE_HEARTBEAT),
+    ("sampling_interval", DEVICE_PERIOD),
+];
+/// Count keys of a `[[device]]` table.
+pub const DEVICE_COUNTS: &[(&str, Range<u64>)] = &[
+    // sim: samples per tag per tick.
+    (
+        "batch",
+        Range {
+            min: 1,
+            max: 100_000,
+        },
+    ),
+    // OPC UA: server-side queue per monitored item, and nodes per request.
+    (
+        "queue_size",
+        Range {
+            min: 1,
+            max: 100_000,
+        },
+    ),
+    (
+        "max_nodes_per_request",
+        Range {
+            min: 1,
+            max: 100_000,
+        },
+    ),
+];
+/// Count keys of a `[[device.tag]]` table.
+pub const TAG_COUNTS: &[(&str, Range<u64>)] = &[(
+    "queue_size",
+    Range {
+        min: 1,
+        max: 100_000,
+    },
+)];
 
 /// How a value of a range is written in a message.
 pub trait Shown: Copy + PartialOrd {
@@ -156,6 +305,58 @@ impl Checker<'_> {
     }
 }
 
+impl Checker<'_> {
+    /// Checks the duration and count keys of a device table (at `at`, e.g. `device[0]`) and of its
+    /// tags against their ranges. A value out of range is reported here and replaced by the range's
+    /// minimum, so the driver does not report the same key again.
+    pub(super) fn device_ranges(&mut self, at: &str, table: &mut toml::Table) {
+        self.table_ranges(at, table, DEVICE_DURATIONS, DEVICE_COUNTS);
+        if let Some(toml::Value::Array(tags)) = table.get_mut("tag") {
+            for (i, tag) in tags.iter_mut().enumerate() {
+                if let toml::Value::Table(tag) = tag {
+                    self.table_ranges(&format!("{at}.tag[{i}]"), tag, TAG_DURATIONS, TAG_COUNTS);
+                }
+            }
+        }
+    }
+
+    fn table_ranges(
+        &mut self,
+        at: &str,
+        table: &mut toml::Table,
+        durations: &[(&str, Range<Duration>)],
+        counts: &[(&str, Range<u64>)],
+    ) {
+        for (key, range) in durations {
+            // Not a string, or not a duration: the driver says so.
+            let Some(toml::Value::String(text)) = table.get(*key) else {
+                continue;
+            };
+            let Ok(d) = lineside_drivers::config::parse_duration(text) else {
+                continue;
+            };
+            if d < range.min || d > range.max {
+                self.in_range(&format!("{at}.{key}"), d, *range);
+                let min = humantime::format_duration(range.min).to_string();
+                table.insert((*key).to_string(), toml::Value::String(min));
+            }
+        }
+        for (key, range) in counts {
+            let Some(toml::Value::Integer(n)) = table.get(*key) else {
+                continue;
+            };
+            if *n < 0 {
+                continue; // the driver's type refuses it
+            }
+            let n = *n as u64;
+            if n < range.min || n > range.max {
+                self.in_range(&format!("{at}.{key}"), n, *range);
+                table.insert((*key).to_string(), toml::Value::Integer(range.min as i64));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::test_support::{GOOD, errors};
@@ -186,6 +387,63 @@ mod tests {
         for key in ["flush_interval", "maintenance_interval"] {
             let e = one_error(&(GOOD.to_string() + &format!("[store]\n{key} = \"99999999d\"\n")));
             assert_eq!(e.key, format!("store.{key}"));
+        }
+    }
+
+    #[test]
+    fn watchdog_and_command_limits_have_ranges() {
+        let e = one_error(&GOOD.replace("[mqtt]\n", "[mqtt]\nstall_timeout = \"0s\"\n"));
+        assert_eq!(e.key, "mqtt.stall_timeout");
+        assert_eq!(e.message, "must be between 1s and 1day (it is 0s)");
+        let e = one_error(&GOOD.replace("[mqtt]\n", "[mqtt]\nmax_command_size = \"1GiB\"\n"));
+        assert_eq!(e.key, "mqtt.max_command_size");
+        assert_eq!(e.message, "must be between 256B and 4MiB (it is 1GiB)");
+        let e = one_error(&GOOD.replace("[mqtt]\n", "[mqtt]\nmax_command_size = \"0B\"\n"));
+        assert_eq!(e.key, "mqtt.max_command_size");
+    }
+
+    #[test]
+    fn device_durations_and_counts_are_refused_out_of_range_once() {
+        let device = "interval = \"100ms\"\n";
+        for (line, key, shown) in [
+            (
+                "interval = \"0s\"\n",
+                "interval",
+                "must be between 1ms and 1day (it is 0s)",
+            ),
+            (
+                "interval = \"100000000d\"\n",
+                "interval",
+                "must be between 1ms and 1day",
+            ),
+            (
+                "interval = \"1s\"\nbad_heartbeat = \"10ms\"\n",
+                "bad_heartbeat",
+                "must be between 100ms and 1day (it is 10ms)",
+            ),
+            (
+                "interval = \"1s\"\nbatch = 0\n",
+                "batch",
+                "must be between 1 and 100000 (it is 0)",
+            ),
+        ] {
+            let e = one_error(&GOOD.replace(device, line));
+            assert_eq!(e.key, format!("device[0].{key}"), "{e}");
+            assert!(e.message.starts_with(shown), "{key}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn station_counts_and_durations_have_ranges() {
+        for (line, key) in [
+            ("session_idle = \"0s\"", "station.session_idle"),
+            ("history = 0", "station.history"),
+            ("max_streams = 0", "station.max_streams"),
+            ("login_attempts = 0", "station.login_attempts"),
+        ] {
+            let e = one_error(&format!("{GOOD}\n[station]\n{line}\n"));
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.message.starts_with("must be between"), "{e}");
         }
     }
 

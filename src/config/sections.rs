@@ -91,6 +91,32 @@ impl Checker<'_> {
         );
     }
 
+    pub(super) fn check_station(&mut self, station: &crate::config::StationConfig) {
+        if station.tls_cert.is_some() != station.tls_key.is_some() {
+            self.push("station.tls_cert", "tls_cert and tls_key go together");
+        }
+        self.in_range(
+            "station.session_idle",
+            station.session_idle,
+            ranges::SESSION_IDLE,
+        );
+        self.in_range(
+            "station.history",
+            station.history as u64,
+            ranges::STATION_HISTORY,
+        );
+        self.in_range(
+            "station.max_streams",
+            station.max_streams as u64,
+            ranges::STATION_STREAMS,
+        );
+        self.in_range(
+            "station.login_attempts",
+            u64::from(station.login_attempts),
+            ranges::LOGIN_ATTEMPTS,
+        );
+    }
+
     pub(super) fn check_mqtt(&mut self, mqtt: &MqttConfig) {
         match BrokerUrl::parse(&mqtt.url) {
             Ok(url) => {
@@ -174,6 +200,16 @@ impl Checker<'_> {
             "mqtt.status_interval",
             mqtt.status_interval,
             ranges::STATUS_INTERVAL,
+        );
+        self.in_range(
+            "mqtt.stall_timeout",
+            mqtt.stall_timeout,
+            ranges::STALL_TIMEOUT,
+        );
+        self.in_range(
+            "mqtt.max_command_size",
+            Bytes(mqtt.max_command_size),
+            ranges::MAX_COMMAND_SIZE.bytes(),
         );
     }
 }

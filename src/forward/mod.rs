@@ -67,8 +67,10 @@ pub struct Forwarder {
     pub cfg: MqttConfig,
     pub agent_id: String,
     pub topics: Topics,
+    /// `Store::forwarding_reader`: nothing above the durable high-water marks.
     pub reader: StoreReader,
     pub acker: Acker,
+    /// `Store::watch_durable`: what may be published (committed and covered by the high-water marks).
     pub committed: watch::Receiver<Committed>,
     pub stats: Arc<ForwarderStats>,
     /// Builds the status message body (online state, version, counters).
@@ -111,7 +113,7 @@ struct State {
     commands_paused_until: Option<Instant>,
     /// The Sparkplug edge node, with `mqtt.encoding = "sparkplug"` (see `crate::sparkplug::uplink`).
     sparkplug: Option<crate::sparkplug::uplink::Uplink>,
-    /// Committed batches as the writer hands them out, for the fast path.
+    /// Committed batches once the high-water marks cover them, for the fast path.
     batches: tokio::sync::broadcast::Receiver<Arc<crate::store::CommittedBatch>>,
 }
 
@@ -154,7 +156,7 @@ impl Forwarder {
             incoming_strikes: 0,
             commands_paused_until: None,
             sparkplug: self.sparkplug_uplink()?,
-            batches: self.store.subscribe(),
+            batches: self.store.subscribe_durable(),
         };
         loop {
             let mut conn_opts = opts.clone();

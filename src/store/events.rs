@@ -125,15 +125,16 @@ impl Writer {
             .execute(params![seq as i64, micros(ts), kind, text])?;
         schema::meta_set(&tx, keys::NEXT_EVENT_SEQ, (seq + 1) as i64)?;
         tx.commit()?;
-        self.checkpoint_if_large();
         self.next_event_seq += 1;
         if self.budget.is_some() {
             self.event_bytes += (text.len() + kind.len()) as u64 + EVENT_ROW_OVERHEAD;
         }
         self.stats.events.fetch_add(1, Relaxed);
         self.stats.last_event_seq.store(seq, Relaxed);
-        self.high_water
-            .update(self.next_seq - 1, self.next_event_seq - 1, false);
+        let head = self.committed();
+        self.high_water.update(head, None);
+        // After the seq moved, so the marks written before the checkpoint cover this event.
+        self.checkpoint_if_large();
         if self
             .budget
             .is_some_and(|b| self.event_bytes > b.events_high)

@@ -6,20 +6,16 @@
 //! Policy when the database is behind its high-water mark, or new while a mark exists: the store starts
 //! a **new epoch** and also **continues both sequences above the mark**, so neither `(agent, epoch, seq)`
 //! nor even `(agent, seq)` is ever reused for different data. The reset is logged and stored as an
-//! `agent.store_reset` alarm. The marks are written at most every [`WRITE_EVERY`] and at a clean stop;
-//! what was committed in the last interval before the loss is covered by the new epoch, not the marks.
+//! `agent.store_reset` alarm. The marks are kept ahead of what the forwarder publishes (see
+//! `high_water`), so whatever a subscriber has seen is at or below them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use super::schema::{self, keys};
-
-/// How often the high-water file is rewritten while sequences move (each write is an fsync).
-pub const WRITE_EVERY: Duration = Duration::from_secs(1);
 
 /// The epoch as it appears in payloads: 16 lowercase hex digits.
 pub fn format_epoch(epoch: u64) -> String {
@@ -137,7 +133,7 @@ pub fn settle(
     Ok((epoch, reset))
 }
 
-fn read_marks(path: &Path) -> Option<(u64, u64, u64)> {
+pub(super) fn read_marks(path: &Path) -> Option<(u64, u64, u64)> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -155,120 +151,45 @@ fn read_marks(path: &Path) -> Option<(u64, u64, u64)> {
     }
 }
 
-/// Keeps the marks file current: rewritten atomically (temporary file, fsync, rename) at most every
-/// [`WRITE_EVERY`] by a thread of its own (an fsync must not stall the writer), and by the caller's
-/// thread when asked to (start, clean stop).
-pub struct HighWater {
-    path: PathBuf,
+/// The marks file's length: the JSON padded with spaces, so that rewriting it in place needs no new
+/// blocks (the fallback on a full disk).
+const MARKS_LEN: usize = 128;
+
+/// Writes the marks: atomically (temporary file, fsync, rename, fsync of the directory); when that
+/// fails (a full disk cannot take the temporary file) by rewriting the existing file in place, which
+/// needs no new blocks.
+pub(super) fn write_marks(
+    path: &Path,
     epoch: u64,
-    /// Latest values for the background thread; `None` once it has taken them.
-    due: Option<flume::Sender<(u64, u64)>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    sent: Option<(u64, u64)>,
-    last_send: Option<Instant>,
-}
-
-impl HighWater {
-    pub fn new(path: PathBuf, epoch: u64) -> Self {
-        let (tx, rx) = flume::bounded::<(u64, u64)>(1);
-        let (p, e) = (path.clone(), epoch);
-        let thread = std::thread::Builder::new()
-            .name("store-highwater".into())
-            .spawn(move || {
-                let mut failing = false;
-                for (readings, events) in rx.iter() {
-                    write_logged(&p, e, readings, events, &mut failing);
-                }
-            })
-            .map_err(|e| tracing::warn!(error = %e, "cannot start the high-water thread; marks are written at start and stop only"))
-            .ok();
-        HighWater {
-            path,
-            epoch,
-            due: thread.as_ref().map(|_| tx),
-            thread,
-            sent: None,
-            last_send: None,
-        }
-    }
-
-    /// Records the last committed seqs if they changed and the last write is old enough; `now` writes
-    /// them on this thread at once (after whatever the background thread is writing).
-    pub fn update(&mut self, readings: u64, events: u64, now: bool) {
-        if now {
-            // Let the background writes finish first, so an older value cannot land after this one.
-            self.due.take();
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
-            let mut failing = false;
-            write_logged(&self.path, self.epoch, readings, events, &mut failing);
-            self.sent = Some((readings, events));
-            let restarted = HighWater::new(self.path.clone(), self.epoch);
-            self.due = restarted.due;
-            self.thread = restarted.thread;
-            return;
-        }
-        if self.sent == Some((readings, events))
-            || self.last_send.is_some_and(|t| t.elapsed() < WRITE_EVERY)
-        {
-            return;
-        }
-        // A full channel means the thread is still writing: the next update sends newer values.
-        if let Some(due) = &self.due
-            && due.try_send((readings, events)).is_ok()
-        {
-            self.sent = Some((readings, events));
-            self.last_send = Some(Instant::now());
-        }
-    }
-
-    /// Makes the marks durable now unless they already say this: before a checkpoint moves WAL pages
-    /// into the database file, the marks must cover them, or a lost WAL after the checkpoint would
-    /// go unnoticed and its forwarded seqs be reused.
-    pub fn ensure_durable(&mut self, readings: u64, events: u64) {
-        if self.sent != Some((readings, events)) {
-            self.update(readings, events, true);
-        }
-    }
-
-    /// Stops the background thread after its last write.
-    pub fn finish(&mut self) {
-        self.due.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn write_logged(path: &Path, epoch: u64, readings: u64, events: u64, failing: &mut bool) {
+    readings: u64,
+    events: u64,
+) -> std::io::Result<()> {
     let marks = MarksFile {
         epoch: format_epoch(epoch),
         readings,
         events,
     };
-    match write_atomically(path, &marks) {
-        Ok(()) => {
-            if *failing {
-                tracing::info!(path = %path.display(), "the store's high-water marks are written again");
-                *failing = false;
-            }
-        }
-        Err(e) if !*failing => {
-            *failing = true;
-            tracing::warn!(path = %path.display(), error = %e, "cannot write the store's high-water marks");
-        }
-        Err(_) => {}
+    let mut bytes = serde_json::to_vec(&marks).map_err(std::io::Error::other)?;
+    if bytes.len() < MARKS_LEN {
+        bytes.resize(MARKS_LEN - 1, b' ');
+        bytes.push(b'\n');
+    }
+    match write_atomically(path, &bytes) {
+        Ok(()) => Ok(()),
+        Err(e) => match rewrite_in_place(path, &bytes) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(e),
+        },
     }
 }
 
-fn write_atomically(path: &Path, marks: &MarksFile) -> std::io::Result<()> {
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(marks).map_err(std::io::Error::other)?)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
@@ -278,6 +199,16 @@ fn write_atomically(path: &Path, marks: &MarksFile) -> std::io::Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Overwrites an existing marks file of the same length (one small write within its first block).
+fn rewrite_in_place(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    if f.metadata()?.len() != bytes.len() as u64 {
+        return Err(std::io::Error::other("the marks file has another length"));
+    }
+    f.write_all(bytes)?;
+    f.sync_data()
 }
 
 #[cfg(test)]
@@ -295,17 +226,18 @@ mod tests {
     }
 
     #[test]
-    fn the_marks_file_round_trips() {
+    fn the_marks_file_round_trips_and_is_rewritten_in_place_when_needed() {
         let dir = tempfile::tempdir().unwrap();
         let p = marks_path(&dir.path().join("x.db"));
-        let mut hw = HighWater::new(p.clone(), 42);
-        hw.update(10, 3, true);
+        write_marks(&p, 42, 10, 3).unwrap();
         assert_eq!(read_marks(&p), Some((42, 10, 3)));
-        hw.update(11, 3, false); // in the background
-        hw.update(12, 3, false); // too soon: not written
-        hw.finish();
-        assert_eq!(read_marks(&p), Some((42, 11, 3)));
-        hw.update(12, 4, true);
-        assert_eq!(read_marks(&p), Some((42, 12, 4)));
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), MARKS_LEN as u64);
+        // The temporary file cannot be created (a directory in its way, as a full disk would refuse
+        // it): the existing file is rewritten in place.
+        let mut tmp = p.as_os_str().to_owned();
+        tmp.push(".tmp");
+        std::fs::create_dir(PathBuf::from(tmp)).unwrap();
+        write_marks(&p, 42, 11, 4).unwrap();
+        assert_eq!(read_marks(&p), Some((42, 11, 4)));
     }
 }

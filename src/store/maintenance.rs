@@ -82,10 +82,9 @@ impl Writer {
         if !self.held.is_empty() {
             self.flush_held();
         }
-        // Not at every tick: what a checkpoint moves into the database file survives a lost WAL, and a
-        // database that kept up with the forwarder could then hide the loss of the WAL's tail from the
-        // high-water marks (written at most once a second). A WAL of a few MiB keeps that tail far
-        // behind what the marks cover, as SQLite's own autocheckpoint did.
+        // Not at every tick: a checkpoint costs I/O, and a WAL of a few MiB is what SQLite's own
+        // autocheckpoint kept. (Whatever a checkpoint moves, the marks cover it first, and the
+        // forwarder never publishes above the marks: see `high_water`.)
         if budget::wal_bytes(&self.cfg.path) > self.wal_limit.min(MAINTENANCE_CHECKPOINT_BYTES) {
             self.checkpoint();
         }
@@ -104,8 +103,8 @@ impl Writer {
         self.stats
             .oldest_unforwarded_us
             .store(oldest.max(0) as u64, Relaxed);
-        self.high_water
-            .update(self.next_seq - 1, self.next_event_seq - 1, false);
+        let head = self.committed();
+        self.high_water.update(head, None);
     }
 }
 

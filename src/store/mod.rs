@@ -5,12 +5,14 @@
 //! rest of the agent: the forwarder through [`Store::watch_committed`], SPC and the console through
 //! [`Store::subscribe`]. Events (alarms, agent notices) and forwarding cursors go through the control
 //! channel. The disk budget is enforced by the same thread (see `budget`). Each database has a random
-//! epoch, and high-water marks outside it catch a database that went backwards (see `identity`).
+//! epoch, and high-water marks outside it catch a database that went backwards (see `identity`); the
+//! forwarder publishes only what those marks already cover ([`Store::watch_durable`], see `high_water`).
 
 mod arrivals;
 mod budget;
 mod event_cap;
 mod events;
+mod high_water;
 mod identity;
 mod maintenance;
 mod model;
@@ -43,6 +45,21 @@ use crate::config::StoreConfig;
 pub struct Committed {
     pub readings: u64,
     pub events: u64,
+}
+
+impl Committed {
+    /// The larger of each stream's seq.
+    pub fn max(self, other: Committed) -> Committed {
+        Committed {
+            readings: self.readings.max(other.readings),
+            events: self.events.max(other.events),
+        }
+    }
+
+    /// Whether both streams are at or above `other`'s.
+    pub fn covers(&self, other: Committed) -> bool {
+        self.readings >= other.readings && self.events >= other.events
+    }
 }
 
 pub(crate) enum Control {
@@ -94,6 +111,10 @@ pub struct Store {
     data: flume::Sender<Vec<lineside_drivers::Reading>>,
     committed: watch::Receiver<Committed>,
     batches: broadcast::Sender<Arc<CommittedBatch>>,
+    /// What the high-water marks on disk cover: the forwarder's upper bound.
+    durable: watch::Receiver<Committed>,
+    /// Committed batches once the marks cover them.
+    durable_batches: broadcast::Sender<Arc<CommittedBatch>>,
     stats: Arc<StoreStats>,
     epoch: u64,
     thread: Option<JoinHandle<()>>,
@@ -131,6 +152,8 @@ impl Store {
         )
         .map_err(|e| StoreError::Open(cfg.path.clone(), e))?;
         let epoch = w.epoch;
+        let durable = w.high_water.watch_durable();
+        let durable_batches = w.high_water.batches();
         let (committed_tx, committed) = watch::channel(w.committed());
         let (ended_tx, ended) = flume::bounded::<()>(1);
         let thread = std::thread::Builder::new()
@@ -147,6 +170,8 @@ impl Store {
             data: data_tx,
             committed,
             batches,
+            durable,
+            durable_batches,
             stats,
             epoch,
             thread: Some(thread),
@@ -175,6 +200,19 @@ impl Store {
         self.committed.clone()
     }
 
+    /// The highest seqs the high-water marks on disk cover (≤ [`Store::watch_committed`]). The
+    /// forwarder publishes nothing above them, so a store that loses its tail (a WAL lost right after a
+    /// checkpoint) can never hand out again a seq that a subscriber has seen.
+    pub fn watch_durable(&self) -> watch::Receiver<Committed> {
+        self.durable.clone()
+    }
+
+    /// Committed batches once the high-water marks cover them, in order (the forwarder's fast path).
+    /// A receiver that falls behind gets `Lagged` and reads the missed readings from the store.
+    pub fn subscribe_durable(&self) -> broadcast::Receiver<Arc<CommittedBatch>> {
+        self.durable_batches.subscribe()
+    }
+
     /// Every committed batch, in order. A receiver that falls behind gets `Lagged` and must read the
     /// missed readings back from the store.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<CommittedBatch>> {
@@ -189,6 +227,12 @@ impl Store {
     /// and reports them to the writer, which counts and announces them.
     pub fn reader(&self) -> rusqlite::Result<StoreReader> {
         Ok(StoreReader::open(&self.path)?.reporting_to(self.ctrl.clone()))
+    }
+
+    /// A reader for the forwarder: like [`Store::reader`], but it never returns a reading or an event
+    /// above [`Store::watch_durable`].
+    pub fn forwarding_reader(&self) -> rusqlite::Result<StoreReader> {
+        Ok(self.reader()?.bounded_by(self.durable.clone()))
     }
 
     /// Stores an event and returns its sequence number once it is committed.
@@ -216,7 +260,8 @@ impl Store {
         Acker(self.ctrl.clone())
     }
 
-    /// Commits everything received so far.
+    /// Commits everything received so far, and returns once the high-water marks cover it (the
+    /// forwarder may publish it).
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.ctrl

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use lineside_drivers::Reading;
 use rusqlite::{Connection, OpenFlags};
 
-use super::Control;
 use super::model::{StoredEvent, StoredReading, Stream, from_micros, quality_from, value_from};
 use super::schema::{self, keys};
+use super::{Committed, Control};
 
 /// (device, tag, unit) of a tag id.
 type TagKey = (Arc<str>, Arc<str>, Option<Arc<str>>);
@@ -31,6 +31,8 @@ pub struct StoreReader {
     epoch: u64,
     /// Where skipped (unreadable) ranges are reported, when this reader belongs to a running store.
     report: Option<flume::Sender<Control>>,
+    /// The forwarder's reader reads nothing above the durable high-water marks.
+    bound: Option<tokio::sync::watch::Receiver<Committed>>,
 }
 
 impl StoreReader {
@@ -46,12 +48,30 @@ impl StoreReader {
             tags: HashMap::new(),
             epoch,
             report: None,
+            bound: None,
         })
     }
 
     pub(super) fn reporting_to(mut self, ctrl: flume::Sender<Control>) -> Self {
         self.report = Some(ctrl);
         self
+    }
+
+    pub(super) fn bounded_by(mut self, bound: tokio::sync::watch::Receiver<Committed>) -> Self {
+        self.bound = Some(bound);
+        self
+    }
+
+    /// The highest seq of `stream` this reader may return.
+    fn upto(&self, stream: Stream) -> u64 {
+        let Some(bound) = &self.bound else {
+            return i64::MAX as u64;
+        };
+        let b = *bound.borrow();
+        match stream {
+            Stream::Readings => b.readings,
+            Stream::Events => b.events,
+        }
     }
 
     /// The store's epoch when this reader was opened (it changes only when the store opens).
@@ -87,7 +107,8 @@ impl StoreReader {
         Ok(())
     }
 
-    /// Up to `limit` readings with seq > `after`, in seq order. A range that cannot be read (damaged
+    /// Up to `limit` readings with seq > `after`, in seq order (the forwarder's reader: none above the
+    /// durable marks). A range that cannot be read (damaged
     /// pages) is skipped and reported, so one bad page never stalls the stream.
     pub fn readings_after(
         &mut self,
@@ -95,17 +116,18 @@ impl StoreReader {
         limit: usize,
     ) -> rusqlite::Result<Vec<StoredReading>> {
         let mut after = after;
+        let upto = self.upto(Stream::Readings) as i64;
         for _ in 0..MAX_SKIPS {
             match self.readings_where(
-                "seq >= ?1 ORDER BY seq LIMIT ?2",
-                rusqlite::params![after as i64 + 1, limit as i64],
+                "seq >= ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2",
+                rusqlite::params![after as i64 + 1, limit as i64, upto],
             ) {
                 Err(e) if is_damage(&e) => match self.skip_damage(Stream::Readings, after, &e)? {
                     // Hand out what is readable before the damage first (LIMIT stops the scan before it).
                     Damage::ReadableRows(n) => {
                         return self.readings_where(
-                            "seq >= ?1 ORDER BY seq LIMIT ?2",
-                            rusqlite::params![after as i64 + 1, n.min(limit) as i64],
+                            "seq >= ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2",
+                            rusqlite::params![after as i64 + 1, n.min(limit) as i64, upto],
                         );
                     }
                     Damage::SkipTo(to) => after = to,
@@ -178,6 +200,7 @@ impl StoreReader {
             .flatten()
             .map(|n| (n.max(1) - 1) as u64)
             .unwrap_or(u64::MAX / 2)
+            .min(self.upto(stream))
             .max(after + 1);
         let ok = |conn: &Connection, m: u64| next(conn, m).is_ok();
         let mut step = 1u64;
@@ -329,16 +352,17 @@ impl StoreReader {
     /// Up to `limit` events with seq > `after`; damaged ranges are skipped and reported as for readings.
     pub fn events_after(&mut self, after: u64, limit: usize) -> rusqlite::Result<Vec<StoredEvent>> {
         let mut after = after;
+        let upto = self.upto(Stream::Events) as i64;
         for _ in 0..MAX_SKIPS {
             match self.events_where(
-                "seq >= ?1 ORDER BY seq LIMIT ?2",
-                rusqlite::params![after as i64 + 1, limit as i64],
+                "seq >= ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2",
+                rusqlite::params![after as i64 + 1, limit as i64, upto],
             ) {
                 Err(e) if is_damage(&e) => match self.skip_damage(Stream::Events, after, &e)? {
                     Damage::ReadableRows(n) => {
                         return self.events_where(
-                            "seq >= ?1 ORDER BY seq LIMIT ?2",
-                            rusqlite::params![after as i64 + 1, n.min(limit) as i64],
+                            "seq >= ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2",
+                            rusqlite::params![after as i64 + 1, n.min(limit) as i64, upto],
                         );
                     }
                     Damage::SkipTo(to) => after = to,

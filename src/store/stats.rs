@@ -68,7 +68,10 @@ impl StoreStats {
     pub fn tag_counters(&self) -> Vec<TagCounters> {
         self.tags
             .lock()
-            .map(|t| t.iter().filter(|c| !c.tag.is_empty()).cloned().collect())
-            .unwrap_or_default()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|c| !c.tag.is_empty())
+            .cloned()
+            .collect()
     }
 }

@@ -12,7 +12,8 @@ use tokio::sync::{broadcast, watch};
 use super::arrivals::{Arrivals, Clock};
 use super::budget::{self, Budget};
 use super::events::HeldEvent;
-use super::identity::{self, HighWater};
+use super::high_water::HighWater;
+use super::identity;
 use super::model::{CommittedBatch, Stream, micros, quality_code};
 use super::schema::{self, keys};
 use super::stats::{StoreStats, TagCounters};
@@ -158,8 +159,9 @@ impl Writer {
             );
             w.append_event(chrono::Utc::now(), "agent.store_reset", &reset.event_body())?;
         }
-        w.high_water
-            .update(w.next_seq - 1, w.next_event_seq - 1, true);
+        // The marks cover everything in the database before anything is forwarded.
+        let start = w.committed();
+        w.high_water.ensure_durable(start);
         Ok(w)
     }
 
@@ -182,11 +184,13 @@ impl Writer {
                 r.get::<_, String>(3)?,
             ))
         })?;
+        // The counters are plain numbers: a panic elsewhere while holding the lock leaves nothing
+        // inconsistent that matters here.
         let mut counters = self
             .stats
             .tags
             .lock()
-            .map_err(|_| rusqlite::Error::InvalidQuery)?;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for row in rows {
             let (id, device, tag, unit) = row?;
             self.tag_ids
@@ -241,6 +245,12 @@ impl Writer {
                 self.commit_with_retry(&mut pending, &committed, shutting_down);
                 first_at = None;
                 drained = false;
+                if !flush_waiters.is_empty() {
+                    // A flush ends when the forwarder may publish what it committed (at shutdown the
+                    // forwarder's last turn comes right after it).
+                    let head = self.committed();
+                    self.high_water.ensure_durable(head);
+                }
                 for w in flush_waiters.drain(..) {
                     let _: Result<(), ()> = tokio::sync::oneshot::Sender::send(w, ());
                 }
@@ -321,8 +331,8 @@ impl Writer {
                 last_seq = self.next_seq - 1,
                 "store stopped without its final bookkeeping (it was told to stop at once)"
             );
-            self.high_water
-                .update(self.next_seq - 1, self.next_event_seq - 1, true);
+            let last = self.committed();
+            self.high_water.update(last, None);
             self.high_water.finish();
             return;
         }
@@ -338,8 +348,8 @@ impl Writer {
         if let Err(e) = self.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
             tracing::warn!(error = %e, "WAL checkpoint at shutdown failed");
         }
-        self.high_water
-            .update(self.next_seq - 1, self.next_event_seq - 1, true);
+        let last = self.committed();
+        self.high_water.update(last, None);
         self.high_water.finish();
         tracing::info!(
             last_seq = self.next_seq - 1,
@@ -384,12 +394,14 @@ impl Writer {
         loop {
             match self.commit(pending) {
                 Ok(batch) => {
-                    // The batch first: a forwarder that is caught up packs it from memory and then
-                    // finds nothing left to read when the new head arrives.
-                    let _ = self.batches.send(Arc::new(batch));
+                    // The batch first: a subscriber that is caught up takes it from memory and then
+                    // finds nothing left to read when the new head arrives. The forwarder gets it
+                    // from the high-water thread once the marks on disk cover it.
+                    let batch = Arc::new(batch);
+                    let _ = self.batches.send(batch.clone());
                     let _ = committed.send(self.committed());
-                    self.high_water
-                        .update(self.next_seq - 1, self.next_event_seq - 1, false);
+                    let head = self.committed();
+                    self.high_water.update(head, Some(batch));
                     if !self.held.is_empty() {
                         self.flush_held();
                     }
@@ -436,8 +448,8 @@ impl Writer {
 
     pub(super) fn checkpoint(&mut self) {
         // The high-water marks first: what the checkpoint makes survive a lost WAL must be below them.
-        self.high_water
-            .ensure_durable(self.next_seq - 1, self.next_event_seq - 1);
+        let head = self.committed();
+        self.high_water.ensure_durable(head);
         let r = self
             .conn
             .prepare_cached("PRAGMA wal_checkpoint(PASSIVE)")
@@ -545,9 +557,11 @@ impl Writer {
     }
 
     fn publish_tag_counts(&mut self, new_tags: Vec<(i64, String, String)>) {
-        let Ok(mut counters) = self.stats.tags.lock() else {
-            return;
-        };
+        let mut counters = self
+            .stats
+            .tags
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (id, device, tag) in new_tags {
             let idx = id as usize;
             if counters.len() <= idx {

@@ -12,7 +12,7 @@ use super::{cfg, reading};
 use crate::config::StoreConfig;
 use crate::store::budget::{self, Budget};
 use crate::store::*;
-use crate::store::{arrivals, schema};
+use crate::store::{arrivals, identity, schema};
 
 fn budget_cfg(dir: &std::path::Path, max: u64) -> StoreConfig {
     let mut c = cfg(dir);
@@ -543,5 +543,82 @@ async fn latest_per_tag_is_bounded_by_the_window() {
         "c is older than the window"
     );
     drop(sink);
+    store.close();
+}
+
+/// The forwarder's view of the store ends at the durable high-water marks: while the marks cannot be
+/// written, newly committed readings and events stay in the store (committed, not forwardable), and
+/// they follow as soon as the marks are written again.
+#[tokio::test]
+async fn the_forwarding_reader_stops_at_the_durable_marks() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cfg(dir.path());
+    let store = Store::open(&cfg, 16).unwrap();
+    let mut durable = store.watch_durable();
+    store
+        .sink()
+        .send((0..100).map(|i| reading("a", i as f64)).collect())
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        durable.wait_for(|d| d.readings == 100),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    // A directory where the marks file and its temporary file go: every write fails.
+    let marks = identity::marks_path(&cfg.path);
+    std::fs::remove_file(&marks).unwrap();
+    std::fs::create_dir(&marks).unwrap();
+    let mut tmp = marks.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::create_dir(&tmp).unwrap();
+    store
+        .sink()
+        .send((0..50).map(|i| reading("a", i as f64)).collect())
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    store
+        .append_event("test", Utc::now(), serde_json::json!({}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.watch_committed().borrow().readings, 150);
+    assert_eq!(
+        *store.watch_durable().borrow(),
+        Committed {
+            readings: 100,
+            events: 0
+        }
+    );
+    let mut reader = store.forwarding_reader().unwrap();
+    let rows = reader.readings_after(0, 1000).unwrap();
+    assert_eq!(rows.last().map(|r| r.seq), Some(100));
+    assert!(reader.events_after(0, 10).unwrap().is_empty());
+    assert_eq!(
+        store
+            .reader()
+            .unwrap()
+            .readings_after(0, 1000)
+            .unwrap()
+            .len(),
+        150
+    );
+    // Writable again: the retry covers everything committed meanwhile.
+    std::fs::remove_dir(&marks).unwrap();
+    std::fs::remove_dir(&tmp).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        durable.wait_for(|d| d.readings == 150 && d.events == 1),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(reader.readings_after(0, 1000).unwrap().len(), 150);
+    assert_eq!(reader.events_after(0, 10).unwrap().len(), 1);
     store.close();
 }
