@@ -198,7 +198,7 @@ pub const DEVICE_DURATIONS: &[(&str, Range<Duration>)] = &[
     ("reconnect_min", DEVICE_BACKOFF),
     ("reconnect_max", DEVICE_BACKOFF),
     ("reconnect_initial", DEVICE_BACKOFF),
-    ("bad_heartbeat", DEVICE_HEARTBEAT),
+    ("bad_heartbeat", BAD_HEARTBEAT),
 ];
 /// Duration keys of a `[[device.tag]]` table.
 pub const TAG_DURATIONS: &[(&str, Range<Duration>)] = &[
@@ -417,9 +417,9 @@ mod tests {
                 "must be between 1ms and 1day",
             ),
             (
-                "interval = \"1s\"\nbad_heartbeat = \"10ms\"\n",
+                "interval = \"1s\"\nbad_heartbeat = \"2d\"\n",
                 "bad_heartbeat",
-                "must be between 100ms and 1day (it is 10ms)",
+                "must be between 0s and 1day (it is 2days)",
             ),
             (
                 "interval = \"1s\"\nbatch = 0\n",
