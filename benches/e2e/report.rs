@@ -144,10 +144,31 @@ pub fn drains(d: &[Drain]) {
                 format!("{:.0}", d.rate),
                 format!("{:.0}", d.outage),
                 d.backlog.to_string(),
-                format!("{:.2}", d.reconnect),
-                format!("{:.2}", d.drain_time),
-                format!("{:.0}", d.delivered_rate),
-                format!("{:.0}", d.backlog_rate),
+                if d.first_message {
+                    format!("{:.2}", d.reconnect)
+                } else {
+                    "none".into()
+                },
+                if d.drained {
+                    format!("{:.2}", d.drain_time)
+                } else {
+                    "not drained".into()
+                },
+                if d.drained {
+                    format!("{:.2}", d.total_time)
+                } else {
+                    format!("> {:.0}", d.total_time)
+                },
+                if d.drained {
+                    format!("{:.0}", d.delivered_rate)
+                } else {
+                    "-".into()
+                },
+                if d.drained {
+                    format!("{:.0}", d.backlog_rate)
+                } else {
+                    "-".into()
+                },
                 format!("{:.0}", d.agent_cpu_pct),
                 d.missing.to_string(),
                 d.duplicates.to_string(),
@@ -163,9 +184,10 @@ pub fn drains(d: &[Drain]) {
             "outage s",
             "backlog",
             "restart → first msg s",
-            "drain s",
+            "first msg → zero backlog s",
+            "restart → zero backlog s",
             "delivered/s while draining",
-            "backlog / drain s",
+            "backlog / (first msg → zero) s",
             "agent CPU %",
             "missing",
             "dups",

@@ -230,7 +230,9 @@ pub async fn start(port: u16, agent_id: &str, sample_every: u64) -> Subscriber {
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => record(&st, &p.payload, sample_every),
                 Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                // Retry fast: back after a broker restart before the agent (whose back-off is at least
+                // 200 ms), so the drain case's first message is the agent's, not a queued burst.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             }
         }
     });
