@@ -1,179 +1,192 @@
-//! End-to-end load: the sim driver → SQLite → MQTT broker → a subscriber that de-duplicates and checks
-//! sequence numbers. Prints offered and delivered readings/s, end-to-end latency percentiles (reading
-//! timestamp → arrival at the subscriber) and the process's peak RSS (agent + subscriber; the broker is
-//! a separate mosquitto process when one is installed).
+//! End-to-end load, side by side: the agent runs as a child process from a release binary
+//! (`LINESIDE_BIN`, default this tree's `target/release/lineside`) and, when `LINESIDE_BASELINE_BIN`
+//! is set (e.g. 0.1.0's release binary), every case runs for both builds, alternating, and prints
+//! Markdown tables with ratios. Agent CPU (utime + stime) and peak RSS (VmHWM) come from the child's
+//! /proc; the subscriber (this process) is counted separately. Each run has its own mosquitto.
 //!
-//! Run: `cargo bench --bench e2e_load` (env: LOAD_SECONDS=20, LOAD_DEVICES=10, LOAD_TAGS=100,
-//! LOAD_INTERVAL=10ms, LOAD_SYNC=normal|full, LINESIDE_MOSQUITTO=/usr/sbin/mosquitto).
+//! Cases (`LOAD_CASES`, comma-separated, default all):
+//! - `modbus`: 10 Modbus TCP devices × 50 registers every 100 ms from one pymodbus server; CPU per 1,000
+//!   readings delivered, for the baseline, this tree with default JSON and with compact JSON.
+//! - `ceiling`: sim (10 devices × rate/1,000 tags every 10 ms) → SQLite → mosquitto → subscriber at
+//!   each rate of `LOAD_RATES` (default 100000,200000,300000,400000,500000) for `LOAD_SECONDS`; a build's
+//!   ceiling is the highest rate held (0 missing, p99 < 250 ms, ≥ 97 % delivered); a build stops stepping
+//!   after its first rate not held. The 100,000/s row is the p99 figure at 100k/s.
+//! - `latency`: 1,000 readings/s (10 devices × 10 tags every 100 ms): p50 at low rate.
+//! - `drain`: `LOAD_DRAIN_RATE` (20000) readings/s, mosquitto stopped for `LOAD_OUTAGE_SECONDS` (60) and
+//!   restarted on the same port; time until the backlog is zero while ingest continues (given up
+//!   `LOAD_DRAIN_LIMIT_SECONDS`, 120, after the restart).
+//! - `idle`: RSS with 1,000 and 10,000 configured tags (sim, 10 s polls) after `LOAD_IDLE_SECONDS` (20).
+//!
+//! Bytes on disk per reading (db + WAL / readings stored) are printed for every steady run.
+//!
+//! Run: `cargo build --release` in both trees, then
+//! `LINESIDE_BASELINE_BIN=/path/to/0.1.0/target/release/lineside cargo bench --bench e2e_load`
+//! (env: LOAD_SECONDS=60, LOAD_WARMUP=5, LOAD_SYNC=normal|full, LOAD_COMPACT=1 adds compact JSON to
+//! every case, LINESIDE_MOSQUITTO, LINESIDE_PYTHON).
 
+// A bench is a measurement harness: a failed step ends the run with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-
+mod e2e;
 mod support;
-use support::{cpu_seconds, env, free_port, proc_status};
 
-struct Broker(Option<Child>, #[allow(dead_code)] tempfile::TempDir);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-async fn start_broker(port: u16) -> (Broker, &'static str) {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = std::env::var("LINESIDE_MOSQUITTO").ok().or_else(|| {
-        ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-            .iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .map(|s| s.to_string())
-    });
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let broker = if let Some(bin) = bin {
-        let conf = dir.path().join("m.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\n")).unwrap();
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        (Broker(Some(child), dir), "mosquitto")
-    } else {
-        lineside::broker::start(addr).unwrap();
-        (
-            Broker(None, dir),
-            "rumqttd (in-process: mosquitto not found)",
-        )
-    };
-    lineside::broker::wait_ready(addr).await.unwrap();
-    broker
-}
-
-#[derive(Default)]
-struct Stats {
-    seen: Vec<bool>,
-    unique: u64,
-    duplicates: u64,
-    latencies_us: Vec<i64>,
-}
+use e2e::agent::Build;
+use e2e::cases::{self, Run, Settings, Variant};
+use e2e::config::{self, Json};
+use e2e::report;
+use support::env;
 
 fn main() {
-    let seconds: u64 = env("LOAD_SECONDS", 20);
-    let devices: usize = env("LOAD_DEVICES", 10);
-    let tags: usize = env("LOAD_TAGS", 100);
-    let interval: String = env("LOAD_INTERVAL", "10ms".to_string());
-    let sync: String = env("LOAD_SYNC", "normal".to_string());
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: only run when benchmarking.
     if !std::env::args().any(|a| a == "--bench") {
         println!("e2e_load: run with `cargo bench --bench e2e_load`");
         return;
     }
+    let s = Settings {
+        seconds: env("LOAD_SECONDS", 60),
+        warmup: env("LOAD_WARMUP", 5),
+        sync: env("LOAD_SYNC", "normal".to_string()),
+    };
+    let cases: String = env(
+        "LOAD_CASES",
+        "modbus,ceiling,latency,drain,idle".to_string(),
+    );
+    let case = |name: &str| cases.split(',').any(|c| c.trim() == name);
+    let current = Build {
+        label: "current".into(),
+        bin: std::env::var_os("LINESIDE_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lineside"))),
+        current: true,
+    };
+    let baseline = std::env::var_os("LINESIDE_BASELINE_BIN").map(|b| Build {
+        label: "0.1.0".into(),
+        bin: PathBuf::from(b),
+        current: false,
+    });
+    let base_label = baseline
+        .as_ref()
+        .map(|b| b.label.clone())
+        .unwrap_or_default();
+    let v = |b: &Build, json| Variant {
+        build: b.clone(),
+        json,
+    };
+    let compact_everywhere = env("LOAD_COMPACT", 0) == 1;
+    // The builds in the order of round `i`: alternating which goes first.
+    let order = |i: usize| {
+        let mut list = vec![v(&current, Json::Default)];
+        if compact_everywhere {
+            list.push(v(&current, Json::Compact));
+        }
+        if let Some(b) = &baseline {
+            list.insert(
+                if i.is_multiple_of(2) { 0 } else { list.len() },
+                v(b, Json::Default),
+            );
+        }
+        list
+    };
+    println!("e2e_load: current = {}", current.bin.display());
+    if let Some(b) = &baseline {
+        println!("e2e_load: baseline = {}", b.bin.display());
+    }
+    println!(
+        "e2e_load: window {} s after a {} s warm-up, synchronous = {}, load average now {}",
+        s.seconds,
+        s.warmup,
+        s.sync,
+        cases::load_average()
+    );
+
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async move {
-        let port = free_port();
-        let (_broker, broker_name) = start_broker(port).await;
-        let state = tempfile::tempdir().unwrap();
-        let mut text = format!(
-            "[agent]\nid = \"load\"\nstate_dir = {:?}\ningest_queue = 4096\n[store]\nsynchronous = \"{sync}\"\n\
-             [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ninflight = 128\nmax_readings_per_message = 1000\nmax_message_size = \"512KiB\"\n",
-            state.path().display().to_string()
-        );
-        for d in 0..devices {
-            text.push_str(&format!("[[device]]\nname = \"plc{d}\"\ndriver = \"sim\"\ninterval = \"{interval}\"\nseed = {d}\n"));
-            for t in 0..tags {
-                text.push_str(&format!("[[device.tag]]\nname = \"t{t}\"\nunit = \"mm\"\nmean = 10.0\nsigma = 0.1\nresolution = 0.001\n"));
+    rt.block_on(async {
+        if case("modbus") {
+            println!("\n## modbus: 10 Modbus TCP devices × 50 registers every 100 ms, one pymodbus server");
+            let mut variants = order(0);
+            if !compact_everywhere {
+                variants.push(v(&current, Json::Compact));
             }
+            let runs = cases::modbus(&variants, &s, 10, 50, "100ms").await;
+            report::runs(&runs);
+            report::ratios(&runs, &base_label);
         }
-        let cfg = lineside::config::load_str(std::path::Path::new("load.toml"), &text).unwrap();
-        let per_tick = devices * tags;
-        let interval_s = lineside_drivers::config::parse_duration(&interval).unwrap().as_secs_f64();
-
-        // The subscriber: de-duplicates on seq and records latency from the reading's timestamp.
-        let stats = Arc::new(Mutex::new(Stats::default()));
-        let messages = Arc::new(AtomicU64::new(0));
-        let mut opts = MqttOptions::new("load-sub", "127.0.0.1", port);
-        opts.set_max_packet_size(4 * 1024 * 1024, 64 * 1024);
-        opts.set_keep_alive(Duration::from_secs(30));
-        let (client, mut eventloop) = AsyncClient::new(opts, 100);
-        client.subscribe("lineside/load/data/#", QoS::AtLeastOnce).await.unwrap();
-        let (st, msgs) = (stats.clone(), messages.clone());
-        tokio::spawn(async move {
-            while let Ok(ev) = eventloop.poll().await {
-                if let Event::Incoming(Packet::Publish(p)) = ev {
-                    msgs.fetch_add(1, Relaxed);
-                    let now = chrono::Utc::now().timestamp_micros();
-                    let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
-                    let mut s = st.lock().unwrap();
-                    for r in v["readings"].as_array().unwrap() {
-                        let seq = r["seq"].as_u64().unwrap() as usize;
-                        if s.seen.len() <= seq {
-                            s.seen.resize(seq + 1, false);
-                        }
-                        if s.seen[seq] {
-                            s.duplicates += 1;
-                            continue;
-                        }
-                        s.seen[seq] = true;
-                        s.unique += 1;
-                        if seq.is_multiple_of(50) {
-                            let ts = chrono::DateTime::parse_from_rfc3339(r["ts"].as_str().unwrap()).unwrap().timestamp_micros();
-                            s.latencies_us.push(now - ts);
-                        }
+        if case("ceiling") {
+            let rates: String = env("LOAD_RATES", "100000,200000,300000,400000,500000".to_string());
+            println!("\n## ceiling: sim (10 devices × rate/1000 tags every 10 ms) → SQLite → mosquitto → subscriber");
+            let mut runs: Vec<Run> = Vec::new();
+            let mut failed: Vec<String> = Vec::new();
+            for (i, rate) in rates.split(',').filter_map(|r| r.trim().parse::<f64>().ok()).enumerate() {
+                for variant in order(i) {
+                    if failed.contains(&variant.label()) {
+                        continue;
                     }
+                    let tags = (rate / 1000.0).round() as usize;
+                    let r = cases::steady(&variant, &s, rate, |t| config::sim_devices(t, 10, tags, "10ms")).await;
+                    cases::print_progress(&r);
+                    if !r.held() {
+                        failed.push(r.label.clone());
+                    }
+                    runs.push(r);
                 }
             }
-        });
-        tokio::time::sleep(Duration::from_millis(500)).await;
-
-        let db = cfg.store.path.clone();
-        let stop = tokio_util::sync::CancellationToken::new();
-        let agent = tokio::spawn(lineside::agent::run(cfg, stop.clone()));
-        let cpu0 = cpu_seconds();
-        let t0 = Instant::now();
-        // Warm up 2 s, then measure.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let (u0, tw) = (stats.lock().unwrap().unique, Instant::now());
-        tokio::time::sleep(Duration::from_secs(seconds)).await;
-        let (u1, window) = (stats.lock().unwrap().unique, tw.elapsed().as_secs_f64());
-        stop.cancel();
-        agent.await.unwrap().unwrap();
-        let run = t0.elapsed().as_secs_f64();
-        let cpu = cpu_seconds() - cpu0;
-        // Drain: wait until everything committed has arrived.
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        let committed: u64 = conn.query_row("SELECT max(seq) FROM readings", [], |r| r.get::<_, i64>(0)).unwrap() as u64;
-        let drain_start = Instant::now();
-        while stats.lock().unwrap().unique < committed && drain_start.elapsed() < Duration::from_secs(60) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            report::runs(&runs);
+            report::ratios(&runs, &base_label);
+            let mut labels: Vec<String> = runs.iter().map(|r| r.label.clone()).collect();
+            labels.dedup();
+            labels.sort();
+            labels.dedup();
+            for l in labels {
+                let best = runs.iter().filter(|r| r.label == l && r.held()).map(|r| r.offered).fold(0.0, f64::max);
+                println!("ceiling {l}: highest rate held {best:.0} readings/s");
+            }
         }
-        let s = stats.lock().unwrap();
-        let missing = (1..=committed as usize).filter(|&i| !s.seen.get(i).copied().unwrap_or(false)).count();
-        let mut lat = s.latencies_us.clone();
-        lat.sort_unstable();
-        let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
-        println!("e2e_load: sim → SQLite ({sync}) → {broker_name} → subscriber, {devices} devices × {tags} tags every {interval}");
-        println!("  offered      {:>10.0} readings/s", per_tick as f64 / interval_s);
-        println!("  delivered    {:>10.0} readings/s (unique, measured over {window:.1} s after a 2 s warm-up)", (u1 - u0) as f64 / window);
-        println!("  committed    {committed} readings in {run:.1} s; delivered {} unique, {} duplicates, {missing} missing", s.unique, s.duplicates);
-        println!("  latency      p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} samples)", pct(0.50), pct(0.95), pct(0.99), pct(1.0), lat.len());
-        println!("  cpu          {:.1} s over {run:.1} s ({:.0}% of one core; agent + subscriber)", cpu, 100.0 * cpu / run);
-        println!("  peak RSS     {} MiB (agent + subscriber)", proc_status("VmHWM:") / 1024);
-        println!("  messages     {}", messages.load(Relaxed));
+        if case("latency") {
+            println!("\n## latency at 1,000 readings/s: 10 devices × 10 tags every 100 ms");
+            let mut runs = Vec::new();
+            for variant in order(0) {
+                runs.push(cases::steady(&variant, &s, 1000.0, |t| config::sim_devices(t, 10, 10, "100ms")).await);
+                cases::print_progress(runs.last().unwrap());
+            }
+            report::runs(&runs);
+            report::ratios(&runs, &base_label);
+        }
+        if case("drain") {
+            let rate: f64 = env("LOAD_DRAIN_RATE", 20_000.0);
+            let outage = Duration::from_secs(env("LOAD_OUTAGE_SECONDS", 60));
+            let limit = Duration::from_secs(env("LOAD_DRAIN_LIMIT_SECONDS", 120));
+            println!("\n## drain: {rate:.0} readings/s, broker stopped for {} s, restarted on the same port", outage.as_secs());
+            let mut d = Vec::new();
+            for variant in order(0) {
+                d.push(cases::drain(&variant, &s, rate, outage, limit).await);
+                println!("  .. {}: drain {:.0} readings/s", d.last().unwrap().label, d.last().unwrap().delivered_rate);
+            }
+            report::drains(&d);
+        }
+        if case("idle") {
+            let settle = Duration::from_secs(env("LOAD_IDLE_SECONDS", 20));
+            println!("\n## idle RSS: sim tags polled every 10 s, measured {} s after the first data", settle.as_secs());
+            let mut rows = Vec::new();
+            for tags in [1_000, 10_000] {
+                for variant in order(0) {
+                    let (rss, peak, load) = cases::idle(&variant, &s, tags, settle).await;
+                    rows.push(vec![
+                        variant.label(),
+                        tags.to_string(),
+                        format!("{:.1}", rss as f64 / 1024.0),
+                        format!("{:.1}", peak as f64 / 1024.0),
+                        load,
+                    ]);
+                }
+            }
+            report::table(&["run", "tags", "RSS MiB", "peak RSS MiB", "load avg"], &rows);
+        }
     });
 }

@@ -7,6 +7,7 @@
 //! /proc/thread-self/schedstat (falls back to wall time elsewhere), so other load on the machine does
 //! not inflate it. Sparkplug's births are counted separately: they are sent once per session.
 
+// A bench is a measurement harness: a failed step ends the run with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;

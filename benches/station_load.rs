@@ -9,6 +9,7 @@
 //! Run: `cargo bench --bench station_load` (env: LOAD_SECONDS=15, LOAD_CLIENTS=20,
 //! LINESIDE_MOSQUITTO=/usr/sbin/mosquitto).
 
+// A bench is a measurement harness: a failed step ends the run with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Stdio};

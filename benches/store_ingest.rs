@@ -5,6 +5,7 @@
 //!
 //! Run: `cargo bench --bench store_ingest` (criterion prints both rates; the ratio is printed too).
 
+// A bench is a measurement harness: a failed step ends the run with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;

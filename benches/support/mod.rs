@@ -1,5 +1,8 @@
-//! What the load benches share: settings from the environment, a free loopback port, and this
-//! process's counters from /proc (CPU time, memory).
+//! What the load benches share: settings from the environment, a free loopback port, and a process's
+//! counters from /proc (CPU time, memory): this process's, or a child's by pid.
+
+// Each bench uses a part of this module.
+#![allow(dead_code)]
 
 /// `name` from the environment, parsed, else `default`.
 pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -19,7 +22,12 @@ pub fn free_port() -> u16 {
 
 /// A kB figure of /proc/self/status, e.g. `VmHWM:` (peak RSS) or `VmRSS:`; 0 when unknown.
 pub fn proc_status(key: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    proc_status_of("self", key)
+}
+
+/// A kB figure of `/proc/<pid>/status` (`pid` a number or "self"); 0 when unknown (e.g. it exited).
+pub fn proc_status_of(pid: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -31,7 +39,12 @@ pub fn proc_status(key: &str) -> u64 {
 
 /// utime + stime of this process in seconds (clock ticks at 100 Hz on Linux).
 pub fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_seconds_of("self")
+}
+
+/// utime + stime of `/proc/<pid>/stat` in seconds, all threads; 0 when unknown.
+pub fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name start at field 3 (state); utime and stime are fields 14 and 15.
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
