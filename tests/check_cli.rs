@@ -199,7 +199,7 @@ fn values_run_cannot_handle_are_refused_with_their_range() {
     );
     refused(
         &device("driver = \"sim\"\ninterval = \"1s\"\nbad_heartbeat = \"99999999d\""),
-        "11:1: device[0].bad_heartbeat: must be between 100ms and 1day",
+        "11:1: device[0].bad_heartbeat: must be between 0s and 1day",
     );
     refused(
         &device(
