@@ -303,6 +303,7 @@ impl Forwarder {
             let _ = client.try_subscribe(self.topics.command(), QoS::AtLeastOnce);
         }
         st.status_due = now + self.cfg.status_interval;
+        st.high_water_sent = None; // the high-water message goes out with the first status
         self.publish_status(st, client, limits, "online", false);
         self.sparkplug_connected(st, client, limits)?;
         // Retained side topics go out again as the window allows (a clean session forgot whatever

@@ -154,6 +154,26 @@ impl Forwarder {
         {
             st.side_sizes.published(&topic, bytes);
             st.tracker.sent(None, MessageKey::Status);
+            self.publish_high_water(st, client);
+        }
+    }
+
+    /// Publishes the retained high-water message (see [`super::high_water`]) with the status message:
+    /// the durable marks, when they changed since the last one on this connection (after a connect,
+    /// always). A small side message of a fixed shape: no size cap applies.
+    fn publish_high_water(&self, st: &mut State, client: &AsyncClient) {
+        let marks = *self.committed.borrow();
+        if st.high_water_sent == Some(marks) {
+            return;
+        }
+        let topic = self.topics.highwater();
+        let payload = super::high_water::body(&self.agent_id, self.store.epoch(), marks);
+        if client
+            .try_publish(topic.clone(), QoS::AtLeastOnce, true, payload)
+            .is_ok()
+        {
+            st.high_water_sent = Some(marks);
+            st.tracker.sent(None, MessageKey::Side(topic));
         }
     }
 }
