@@ -112,6 +112,8 @@ struct State {
     status_pending: bool,
     /// The marks the last high-water message on this connection carried (None: none yet).
     high_water_sent: Option<Committed>,
+    /// A status message went out since the last high-water message: one is due when there is room.
+    high_water_due: bool,
     incoming_strikes: u32,
     commands_paused_until: Option<Instant>,
     /// The Sparkplug edge node, with `mqtt.encoding = "sparkplug"` (see `crate::sparkplug::uplink`).
@@ -157,6 +159,7 @@ impl Forwarder {
             status_due: Instant::now(),
             status_pending: false,
             high_water_sent: None,
+            high_water_due: false,
             incoming_strikes: 0,
             commands_paused_until: None,
             sparkplug: self.sparkplug_uplink()?,
