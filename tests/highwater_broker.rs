@@ -152,7 +152,16 @@ async fn a_store_lost_with_its_marks_file_continues_above_the_marks_retained_on_
     let old_epochs = seen.lock().unwrap().epochs();
     assert_eq!(old_epochs.len(), 1, "{old_epochs:?}");
     {
-        // The retained message covers everything subscribers saw (the last one went out at the stop).
+        // The retained message covers everything subscribers saw (the last one went out at the stop;
+        // the broker may hand it on a moment after the agent had its acknowledgement).
+        wait_for(Duration::from_secs(5), || {
+            seen.lock()
+                .unwrap()
+                .high_water
+                .last()
+                .is_some_and(|h| h["readings"].as_u64().unwrap_or(0) >= seen_before)
+        })
+        .await;
         let seen = seen.lock().unwrap();
         let last = seen.high_water.last().expect("a high-water message");
         assert_eq!(last["agent"], "test-gw");
