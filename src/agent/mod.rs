@@ -87,8 +87,18 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
     // Shared with the SPC task, which stores its alarm events; closed once that task has ended.
+    // The high-water marks retained on the broker: a second source beside the marks file, for a
+    // database lost together with it (bounded wait; a broker that is down does not stop the start).
+    // Sparkplug publishes no such message (its namespace has no place for it): skipped there.
+    let broker_marks = if settings.mqtt.encoding == crate::config::Encoding::Sparkplug {
+        None
+    } else {
+        let topics = crate::bus::Topics::new(&settings.mqtt.topic_prefix, &settings.agent.id);
+        crate::forward::high_water::fetch(&settings.mqtt, &settings.agent.id, &topics).await
+    };
     let store = Arc::new(
-        Store::open(&settings.store, settings.agent.ingest_queue).context("opening the store")?,
+        Store::open_with_broker_marks(&settings.store, settings.agent.ingest_queue, broker_marks)
+            .context("opening the store")?,
     );
     tracing::info!(path = %store.path().display(), last_seq = store.watch_committed().borrow().readings, "store open");
 

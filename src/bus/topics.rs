@@ -27,6 +27,12 @@ impl Topics {
         format!("{}/status", self.base)
     }
 
+    /// Retained high-water marks of the durable sequences (see `crate::forward::high_water`): what a
+    /// restart checks its store against when the database and its marks file were both lost.
+    pub fn highwater(&self) -> String {
+        format!("{}/highwater", self.base)
+    }
+
     /// Requests to the agent (rebirth, alarm acknowledgement).
     pub fn command(&self) -> String {
         format!("{}/cmd", self.base)

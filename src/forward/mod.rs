@@ -15,6 +15,7 @@
 //! command intake ([`intake`]). The encoding lives in [`payload`] only.
 
 mod degrade;
+pub mod high_water;
 pub mod intake;
 mod isolation;
 mod link;
@@ -109,6 +110,10 @@ struct State {
     status_due: Instant,
     /// A status message that did not fit in the window and waits.
     status_pending: bool,
+    /// The marks the last high-water message on this connection carried (None: none yet).
+    high_water_sent: Option<Committed>,
+    /// A status message went out since the last high-water message: one is due when there is room.
+    high_water_due: bool,
     incoming_strikes: u32,
     commands_paused_until: Option<Instant>,
     /// The Sparkplug edge node, with `mqtt.encoding = "sparkplug"` (see `crate::sparkplug::uplink`).
@@ -153,6 +158,8 @@ impl Forwarder {
             stall_log: ErrorBurst::new(Duration::from_secs(600)),
             status_due: Instant::now(),
             status_pending: false,
+            high_water_sent: None,
+            high_water_due: false,
             incoming_strikes: 0,
             commands_paused_until: None,
             sparkplug: self.sparkplug_uplink()?,

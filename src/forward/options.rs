@@ -64,11 +64,25 @@ impl Limits {
 }
 
 pub fn mqtt_options(cfg: &MqttConfig, agent_id: &str, topics: &Topics) -> Result<MqttOptions> {
-    let url = BrokerUrl::parse(&cfg.url).map_err(anyhow::Error::msg)?;
-    let client_id = cfg
-        .client_id
+    let mut opts = base_options(cfg, &client_id(cfg, agent_id))?;
+    let will = serde_json::to_vec(
+        &serde_json::json!({"agent": agent_id, "state": "offline", "reason": "connection lost"}),
+    )?;
+    opts.set_last_will(LastWill::new(topics.status(), will, QoS::AtLeastOnce, true));
+    Ok(opts)
+}
+
+/// The forwarder's client id: configured, or `lineside-<agent id>`.
+pub fn client_id(cfg: &MqttConfig, agent_id: &str) -> String {
+    cfg.client_id
         .clone()
-        .unwrap_or_else(|| format!("lineside-{agent_id}"));
+        .unwrap_or_else(|| format!("lineside-{agent_id}"))
+}
+
+/// Everything but the last will: broker, limits, credentials, TLS. Also the short-lived client that
+/// reads the retained high-water message at start (`super::high_water`).
+pub fn base_options(cfg: &MqttConfig, client_id: &str) -> Result<MqttOptions> {
+    let url = BrokerUrl::parse(&cfg.url).map_err(anyhow::Error::msg)?;
     let limits = Limits::new(cfg);
     let mut opts = MqttOptions::new(client_id, url.host.clone(), url.port);
     opts.set_keep_alive(cfg.keep_alive);
@@ -80,10 +94,6 @@ pub fn mqtt_options(cfg: &MqttConfig, agent_id: &str, topics: &Topics) -> Result
     opts.set_inflight(ids);
     opts.set_request_channel_capacity(limits.total + 64);
     opts.set_max_packet_size(INCOMING_MAX.max(limits.packet_max), limits.packet_max);
-    let will = serde_json::to_vec(
-        &serde_json::json!({"agent": agent_id, "state": "offline", "reason": "connection lost"}),
-    )?;
-    opts.set_last_will(LastWill::new(topics.status(), will, QoS::AtLeastOnce, true));
     if let Some(user) = &cfg.username {
         opts.set_credentials(user.clone(), tls::password(cfg)?.unwrap_or_default());
     }

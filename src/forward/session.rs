@@ -225,6 +225,7 @@ impl Forwarder {
             st.status_due = now + self.cfg.status_interval;
             self.publish_status(st, &link.client, limits, "online", false);
         }
+        self.publish_high_water(st, &link.client, limits, false);
         self.sparkplug_tick(st, &link.client, limits, status_due, now)?;
         let head = *self.committed.borrow();
         // Sparkplug readings held for an offline primary host are not waiting on the broker.
@@ -303,6 +304,8 @@ impl Forwarder {
             let _ = client.try_subscribe(self.topics.command(), QoS::AtLeastOnce);
         }
         st.status_due = now + self.cfg.status_interval;
+        // The high-water message goes out after the first status, whatever the last one said.
+        st.high_water_sent = None;
         self.publish_status(st, client, limits, "online", false);
         self.sparkplug_connected(st, client, limits)?;
         // Retained side topics go out again as the window allows (a clean session forgot whatever

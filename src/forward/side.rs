@@ -154,6 +154,40 @@ impl Forwarder {
         {
             st.side_sizes.published(&topic, bytes);
             st.tracker.sent(None, MessageKey::Status);
+            st.high_water_due = true;
+            self.publish_high_water(st, client, limits, force);
+        }
+    }
+
+    /// Publishes the retained high-water message (see [`super::high_water`]) once a status message
+    /// went out: the durable marks, when they changed since the last one on this connection (after a
+    /// connect, always). It waits for room like the status (and so stays out of the one-at-a-time
+    /// sending after a drop); the tick tries again. A small side message of a fixed shape: no size cap
+    /// applies.
+    pub(super) fn publish_high_water(
+        &self,
+        st: &mut State,
+        client: &AsyncClient,
+        limits: &Limits,
+        force: bool,
+    ) {
+        if !st.high_water_due || (!force && st.tracker.in_flight() >= limits.total) {
+            return;
+        }
+        let marks = *self.committed.borrow();
+        if st.high_water_sent == Some(marks) {
+            st.high_water_due = false;
+            return;
+        }
+        let topic = self.topics.highwater();
+        let payload = super::high_water::body(&self.agent_id, self.store.epoch(), marks);
+        if client
+            .try_publish(topic.clone(), QoS::AtLeastOnce, true, payload)
+            .is_ok()
+        {
+            st.high_water_sent = Some(marks);
+            st.high_water_due = false;
+            st.tracker.sent(None, MessageKey::Side(topic));
         }
     }
 }

@@ -52,16 +52,32 @@ struct MarksFile {
     events: u64,
 }
 
+/// High-water marks read back from the broker at start (the forwarder's retained `<base>/highwater`
+/// message): a second source beside the marks file, which catches a database lost *together with* its
+/// marks file (a new disk, a restored backup of both). It trails the file by up to
+/// `mqtt.status_interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerMarks {
+    /// The epoch the message named (None when it was not parseable).
+    pub epoch: Option<u64>,
+    pub readings: u64,
+    pub events: u64,
+}
+
 /// What the identity check found at start when the database went backwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reset {
     pub reason: &'static str,
+    /// Which high-water marks showed it: `"file"` (the marks file beside the database) or `"broker"`
+    /// (the retained high-water message).
+    pub marks_source: &'static str,
     pub old_epoch: Option<u64>,
     pub new_epoch: u64,
     /// Last seqs found in the database.
     pub db_readings: u64,
     pub db_events: u64,
-    /// Last seqs the marks file recorded.
+    /// The high-water marks the sequences continue above: per stream the larger of the marks file's
+    /// and the broker's.
     pub mark_readings: u64,
     pub mark_events: u64,
 }
@@ -72,6 +88,7 @@ impl Reset {
             "kind": "agent.store_reset",
             "severity": "violation",
             "reason": self.reason,
+            "marks_source": self.marks_source,
             "old_epoch": self.old_epoch.map(format_epoch),
             "new_epoch": format_epoch(self.new_epoch),
             "readings": {"last_seq_in_database": self.db_readings, "high_water": self.mark_readings},
@@ -81,17 +98,19 @@ impl Reset {
 }
 
 /// Decides the epoch at start and moves `next_seq`/`next_event_seq` above the marks when the database
-/// went backwards. Writes the epoch into `meta`.
+/// went backwards. Writes the epoch into `meta`. `broker` is the second marks source (see
+/// [`BrokerMarks`]): the effective marks are, per stream, the larger of the two.
 pub fn settle(
     conn: &Connection,
     marks_path: &Path,
+    broker: Option<BrokerMarks>,
     next_seq: &mut u64,
     next_event_seq: &mut u64,
 ) -> rusqlite::Result<(u64, Option<Reset>)> {
     let db_epoch = schema::meta_get(conn, keys::EPOCH)?.map(|e| e as u64);
     let marks = read_marks(marks_path);
     let (db_r, db_e) = (*next_seq - 1, *next_event_seq - 1);
-    let reason = match (&marks, db_epoch) {
+    let file_reason = match (&marks, db_epoch) {
         (None, _) => None,
         (Some((_, r, e)), None) if *r > 0 || *e > 0 => Some("new database"),
         (Some(_), None) => None,
@@ -103,8 +122,27 @@ pub fn settle(
         }
         _ => None,
     };
-    let (epoch, reset) = match (reason, &marks) {
-        (Some(reason), Some((m_epoch, r, e))) => {
+    // The broker's marks only count where they are above the database: they trail the file, and an
+    // older epoch's message is harmless once the sequences are past it.
+    let broker_reason = broker
+        .filter(|b| db_r < b.readings || db_e < b.events)
+        .map(|_| match db_epoch {
+            None => "new database",
+            Some(_) => "the database is behind the high-water marks retained on the broker",
+        });
+    let (file_r, file_e) = marks.map(|(_, r, e)| (r, e)).unwrap_or((0, 0));
+    let broker_above_file =
+        broker.is_some_and(|b| marks.is_none() || b.readings > file_r || b.events > file_e);
+    let (reason, marks_source) = match (file_reason, broker_reason) {
+        (Some(_), Some(b)) if broker_above_file => (Some(b), "broker"),
+        (Some(f), _) => (Some(f), "file"),
+        (None, Some(b)) => (Some(b), "broker"),
+        (None, None) => (None, "file"),
+    };
+    let (epoch, reset) = match reason {
+        Some(reason) => {
+            let r = file_r.max(broker.map_or(0, |b| b.readings));
+            let e = file_e.max(broker.map_or(0, |b| b.events));
             let new_epoch = random_epoch();
             *next_seq = (*next_seq).max(r + 1);
             *next_event_seq = (*next_event_seq).max(e + 1);
@@ -112,17 +150,20 @@ pub fn settle(
                 new_epoch,
                 Some(Reset {
                     reason,
+                    marks_source,
                     // A new database has none: the marks tell which epoch came before.
-                    old_epoch: db_epoch.or(Some(*m_epoch)),
+                    old_epoch: db_epoch
+                        .or(marks.map(|(m, _, _)| m))
+                        .or(broker.and_then(|b| b.epoch)),
                     new_epoch,
                     db_readings: db_r,
                     db_events: db_e,
-                    mark_readings: *r,
-                    mark_events: *e,
+                    mark_readings: r,
+                    mark_events: e,
                 }),
             )
         }
-        _ => (db_epoch.unwrap_or_else(random_epoch), None),
+        None => (db_epoch.unwrap_or_else(random_epoch), None),
     };
     if db_epoch != Some(epoch) {
         schema::meta_set(conn, keys::EPOCH, epoch as i64)?;
@@ -131,6 +172,11 @@ pub fn settle(
         schema::meta_set(conn, keys::NEXT_EVENT_SEQ, *next_event_seq as i64)?;
     }
     Ok((epoch, reset))
+}
+
+/// Parses an epoch as payloads write it (16 hex digits).
+pub fn parse_epoch_hex(s: &str) -> Option<u64> {
+    parse_epoch(s)
 }
 
 pub(super) fn read_marks(path: &Path) -> Option<(u64, u64, u64)> {
@@ -239,5 +285,61 @@ mod tests {
         std::fs::create_dir(PathBuf::from(tmp)).unwrap();
         write_marks(&p, 42, 11, 4).unwrap();
         assert_eq!(read_marks(&p), Some((42, 11, 4)));
+    }
+
+    fn db(dir: &Path) -> Connection {
+        schema::open_writer(
+            &dir.join("x.db"),
+            crate::config::Synchronous::default(),
+            1 << 20,
+        )
+        .unwrap()
+    }
+
+    fn broker(readings: u64, events: u64) -> Option<BrokerMarks> {
+        Some(BrokerMarks {
+            epoch: Some(9),
+            readings,
+            events,
+        })
+    }
+
+    #[test]
+    fn a_new_database_without_its_marks_file_continues_above_the_broker_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = db(dir.path());
+        let (mut r, mut e) = (1, 1);
+        let marks = marks_path(&dir.path().join("x.db"));
+        let (epoch, reset) = settle(&conn, &marks, broker(100, 7), &mut r, &mut e).unwrap();
+        let reset = reset.expect("a reset");
+        assert_eq!((r, e), (101, 8));
+        assert_eq!(reset.marks_source, "broker");
+        assert_eq!(reset.old_epoch, Some(9));
+        assert_eq!(reset.new_epoch, epoch);
+        assert_eq!((reset.mark_readings, reset.mark_events), (100, 7));
+        assert_eq!(reset.event_body()["marks_source"], "broker");
+    }
+
+    #[test]
+    fn broker_marks_below_the_database_change_nothing_and_the_larger_marks_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = db(dir.path());
+        let marks = marks_path(&dir.path().join("x.db"));
+        let (mut r, mut e) = (1, 1);
+        let (epoch, _) = settle(&conn, &marks, None, &mut r, &mut e).unwrap();
+        // The database is at 50/5: broker marks at or below it (they trail) are no reset.
+        let (mut r, mut e) = (51, 6);
+        let (same, reset) = settle(&conn, &marks, broker(50, 5), &mut r, &mut e).unwrap();
+        assert_eq!((same, reset, r, e), (epoch, None, 51, 6));
+        // The file is ahead of the broker: the file's marks, and the source says so.
+        write_marks(&marks, epoch, 80, 5).unwrap();
+        let (mut r, mut e) = (51, 6);
+        let (_, reset) = settle(&conn, &marks, broker(60, 9), &mut r, &mut e).unwrap();
+        let reset = reset.expect("a reset");
+        assert_eq!(
+            reset.marks_source, "broker",
+            "the broker is above the file for events"
+        );
+        assert_eq!((r, e), (81, 10), "per stream the larger of the two");
     }
 }

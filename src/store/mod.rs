@@ -33,7 +33,7 @@ use lineside_drivers::ReadingSink;
 use tokio::sync::{broadcast, oneshot, watch};
 
 pub use event_cap::MAX_EVENT_BYTES;
-pub use identity::{format_epoch, marks_path};
+pub use identity::{BrokerMarks, format_epoch, marks_path, parse_epoch_hex};
 pub use model::{CommittedBatch, StoredEvent, StoredReading, Stream};
 pub use reader::StoreReader;
 pub use stats::{StoreStats, TagCounters};
@@ -127,13 +127,29 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database and starts the writer thread.
     pub fn open(cfg: &StoreConfig, ingest_queue: usize) -> Result<Store, StoreError> {
-        Self::open_with_clock(cfg, ingest_queue, Box::new(arrivals::SystemClock::new()))
+        Self::open_with_broker_marks(cfg, ingest_queue, None)
+    }
+
+    /// [`Store::open`], with the high-water marks read back from the broker as a second source beside
+    /// the marks file (see [`BrokerMarks`]).
+    pub fn open_with_broker_marks(
+        cfg: &StoreConfig,
+        ingest_queue: usize,
+        broker_marks: Option<BrokerMarks>,
+    ) -> Result<Store, StoreError> {
+        Self::open_with_clock(
+            cfg,
+            ingest_queue,
+            Box::new(arrivals::SystemClock::new()),
+            broker_marks,
+        )
     }
 
     fn open_with_clock(
         cfg: &StoreConfig,
         ingest_queue: usize,
         clock: Box<dyn arrivals::Clock>,
+        broker_marks: Option<BrokerMarks>,
     ) -> Result<Store, StoreError> {
         if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Dir(dir.to_path_buf(), e))?;
@@ -149,6 +165,7 @@ impl Store {
             batches.clone(),
             abort.clone(),
             clock,
+            broker_marks,
         )
         .map_err(|e| StoreError::Open(cfg.path.clone(), e))?;
         let epoch = w.epoch;

@@ -76,6 +76,7 @@ impl Writer {
         batches: broadcast::Sender<Arc<CommittedBatch>>,
         abort: Arc<AtomicBool>,
         clock: Box<dyn Clock>,
+        broker_marks: Option<identity::BrokerMarks>,
     ) -> rusqlite::Result<Self> {
         let budget = cfg.max_size.map(|m| Budget::new(m, cfg.events_share));
         let wal_limit = budget
@@ -97,7 +98,13 @@ impl Writer {
         let mut next_seq = get(keys::NEXT_READING_SEQ)?.max(max_seq + 1).max(1);
         let mut next_event_seq = get(keys::NEXT_EVENT_SEQ)?.max(max_event + 1).max(1);
         let marks = identity::marks_path(&cfg.path);
-        let (epoch, reset) = identity::settle(&conn, &marks, &mut next_seq, &mut next_event_seq)?;
+        let (epoch, reset) = identity::settle(
+            &conn,
+            &marks,
+            broker_marks,
+            &mut next_seq,
+            &mut next_event_seq,
+        )?;
         let cursor_readings = get(keys::CURSOR_READINGS)?.min(next_seq - 1);
         let cursor_events = get(keys::CURSOR_EVENTS)?.min(next_event_seq - 1);
         let event_bytes = match budget {
@@ -149,6 +156,7 @@ impl Writer {
         if let Some(reset) = reset {
             tracing::error!(
                 reason = reset.reason,
+                marks_source = reset.marks_source,
                 old_epoch = reset.old_epoch.map(identity::format_epoch),
                 new_epoch = %identity::format_epoch(reset.new_epoch),
                 last_seq_in_database = reset.db_readings,

@@ -313,7 +313,7 @@ async fn a_clock_step_does_not_age_stored_readings() {
         wall_us: Arc::new(1_577_836_800_000_000i64.into()), // 2020-01-01, as after a boot without RTC
         mono_ms: Arc::new(0u64.into()),
     };
-    let store = Store::open_with_clock(&c, 16, Box::new(clock.clone())).unwrap();
+    let store = Store::open_with_clock(&c, 16, Box::new(clock.clone()), None).unwrap();
     store
         .sink()
         .send(vec![reading("a", 1.0); 50])
