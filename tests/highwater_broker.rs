@@ -7,97 +7,10 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-
-#[derive(Default)]
-struct Seen {
-    /// (epoch, seq) → distinct (device, tag, ts, value) seen under it.
-    readings: HashMap<(String, u64), Vec<String>>,
-    alarms: Vec<serde_json::Value>,
-    high_water: Vec<serde_json::Value>,
-}
-
-impl Seen {
-    fn max_seq(&self, epoch: Option<&str>) -> u64 {
-        self.readings
-            .keys()
-            .filter(|(e, _)| epoch.is_none_or(|x| x == e))
-            .map(|(_, s)| *s)
-            .max()
-            .unwrap_or(0)
-    }
-    fn epochs(&self) -> Vec<String> {
-        let mut e: Vec<String> = self.readings.keys().map(|(e, _)| e.clone()).collect();
-        e.sort();
-        e.dedup();
-        e
-    }
-    fn reused(&self) -> usize {
-        self.readings.values().filter(|v| v.len() > 1).count()
-    }
-}
-
-async fn subscribe(port: u16) -> Arc<Mutex<Seen>> {
-    let mut opts = MqttOptions::new(format!("hw-sub-{}", free_port()), "127.0.0.1", port);
-    opts.set_max_packet_size(16 * 1024 * 1024, 64 * 1024);
-    let (client, mut eventloop) = AsyncClient::new(opts, 100);
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-    let mut subscribed_tx = Some(subscribed_tx);
-    let s = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = client
-                        .subscribe("lineside/test-gw/#", QoS::AtLeastOnce)
-                        .await;
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(tx) = subscribed_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let Ok(body) = serde_json::from_slice::<serde_json::Value>(&p.payload) else {
-                        continue;
-                    };
-                    let mut seen = s.lock().unwrap();
-                    if p.topic.contains("/data/") {
-                        let epoch = body["epoch"].as_str().unwrap_or("").to_string();
-                        for r in body["readings"].as_array().unwrap() {
-                            let what =
-                                format!("{} {} {} {}", r["device"], r["tag"], r["ts"], r["value"]);
-                            let v = seen
-                                .readings
-                                .entry((epoch.clone(), r["seq"].as_u64().unwrap()))
-                                .or_default();
-                            if !v.contains(&what) {
-                                v.push(what);
-                            }
-                        }
-                    } else if p.topic.ends_with("/alarms") {
-                        seen.alarms.push(body);
-                    } else if p.topic.ends_with("/highwater") {
-                        seen.high_water.push(body);
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(20), subscribed_rx)
-        .await
-        .unwrap()
-        .unwrap();
-    seen
-}
 
 fn config(dir: &std::path::Path, port: u16) -> lineside::config::Config {
     let text = sim_config(dir, port, 2, 5, "10ms", "").replace(
@@ -107,31 +20,21 @@ fn config(dir: &std::path::Path, port: u16) -> lineside::config::Config {
     load(&text, dir)
 }
 
-/// Highest stored reading seq; 0 while the database or its schema does not exist yet.
-fn stored(db: &std::path::Path) -> u64 {
-    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .and_then(|c| {
-            c.query_row("SELECT ifnull(max(seq), 0) FROM readings", [], |r| {
-                r.get::<_, i64>(0)
-            })
-        })
-        .map_or(0, |s| s as u64)
-}
-
 /// Everything of the store goes: the database, its WAL and the marks file beside it.
 fn lose_the_disk(db: &std::path::Path) {
-    for suffix in ["", "-wal", "-shm", ".highwater"] {
+    for suffix in ["", "-wal", "-shm"] {
         let mut p = db.as_os_str().to_owned();
         p.push(suffix);
         let _ = std::fs::remove_file(p);
     }
+    let _ = std::fs::remove_file(lineside::store::marks_path(db));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs mosquitto; run by scripts/test"]
 async fn a_store_lost_with_its_marks_file_continues_above_the_marks_retained_on_the_broker() {
     let broker = Mosquitto::start().await;
-    let seen = subscribe(broker.port).await;
+    let seen = subscribe_identities(broker.port).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), broker.port);
     let db = cfg.store.path.clone();
@@ -175,7 +78,7 @@ async fn a_store_lost_with_its_marks_file_continues_above_the_marks_retained_on_
 
     lose_the_disk(&db);
     let (stop, task) = spawn_agent(config(dir.path(), broker.port));
-    let new_readings = |s: &Seen| {
+    let new_readings = |s: &Identities| {
         s.readings
             .keys()
             .filter(|(e, _)| *e != old_epochs[0])
@@ -199,7 +102,11 @@ async fn a_store_lost_with_its_marks_file_continues_above_the_marks_retained_on_
     task.await.unwrap().unwrap();
 
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.reused(), 0, "an (epoch, seq) named different readings");
+    assert!(
+        seen.reused().is_empty(),
+        "an (epoch, seq) named different readings: {:?}",
+        seen.reused()
+    );
     let epochs = seen.epochs();
     assert_eq!(epochs.len(), 2, "{epochs:?}");
     let new_epoch = epochs.iter().find(|e| **e != old_epochs[0]).unwrap();
@@ -249,7 +156,7 @@ async fn a_broker_down_or_mute_at_start_delays_the_start_by_the_bound_at_most() 
     let t0 = Instant::now();
     let (stop, task) = spawn_agent(cfg);
     assert!(
-        wait_for(Duration::from_secs(20), || stored(&db) > 0).await,
+        wait_for(Duration::from_secs(20), || db_max_seq_or_zero(&db) > 0).await,
         "readings are stored"
     );
     let mute_start = t0.elapsed();
@@ -270,7 +177,7 @@ async fn a_broker_down_or_mute_at_start_delays_the_start_by_the_bound_at_most() 
     let t0 = Instant::now();
     let (stop, task) = spawn_agent(cfg);
     assert!(
-        wait_for(Duration::from_secs(20), || stored(&db) > 0).await,
+        wait_for(Duration::from_secs(20), || db_max_seq_or_zero(&db) > 0).await,
         "readings are stored"
     );
     let down_start = t0.elapsed();
@@ -280,7 +187,7 @@ async fn a_broker_down_or_mute_at_start_delays_the_start_by_the_bound_at_most() 
         "the start waited {down_start:?} for a broker that is down (bound 2 s)"
     );
     broker.restart().await;
-    let seen = subscribe(broker.port).await;
+    let seen = subscribe_identities(broker.port).await;
     assert!(
         wait_for(Duration::from_secs(30), || seen
             .lock()

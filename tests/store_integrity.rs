@@ -7,13 +7,10 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 /// The agent process; killed when the test ends, also when it fails.
 struct Agent(std::process::Child);
@@ -38,18 +35,6 @@ fn spawn_binary(config: &std::path::Path) -> Agent {
     )
 }
 
-/// Highest reading seq in the database; 0 when not even the schema survived (it was in the WAL too).
-fn max_seq_in(db: &std::path::Path) -> u64 {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
-    conn.query_row("SELECT ifnull(max(seq), 0) FROM readings", [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .map(|s| s as u64)
-    .unwrap_or(0)
-}
-
 fn sigterm(agent: &mut Agent) {
     let child = &mut agent.0;
     Command::new("kill")
@@ -60,101 +45,13 @@ fn sigterm(agent: &mut Agent) {
     assert!(child.wait().unwrap().success());
 }
 
-/// Every reading by its identity (epoch, seq), with what it said each time it arrived.
-#[derive(Default)]
-struct Identities {
-    /// (epoch, seq) → distinct (device, tag, ts, value) seen under it.
-    readings: HashMap<(String, u64), Vec<String>>,
-    alarms: Vec<serde_json::Value>,
-}
-
-impl Identities {
-    fn reused(&self) -> Vec<((String, u64), Vec<String>)> {
-        self.readings
-            .iter()
-            .filter(|(_, v)| v.len() > 1)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .take(5)
-            .collect()
-    }
-    fn max_seq(&self, epoch: Option<&str>) -> u64 {
-        self.readings
-            .keys()
-            .filter(|(e, _)| epoch.is_none_or(|x| x == e))
-            .map(|(_, s)| *s)
-            .max()
-            .unwrap_or(0)
-    }
-    fn epochs(&self) -> Vec<String> {
-        let mut e: Vec<String> = self.readings.keys().map(|(e, _)| e.clone()).collect();
-        e.sort();
-        e.dedup();
-        e
-    }
-}
-
-async fn subscribe(port: u16) -> Arc<Mutex<Identities>> {
-    let mut opts = MqttOptions::new(format!("ids-{}", free_port()), "127.0.0.1", port);
-    opts.set_max_packet_size(16 * 1024 * 1024, 64 * 1024);
-    let (client, mut eventloop) = AsyncClient::new(opts, 100);
-    let ids = Arc::new(Mutex::new(Identities::default()));
-    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-    let mut subscribed_tx = Some(subscribed_tx);
-    let seen = ids.clone();
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = client
-                        .subscribe("lineside/test-gw/#", QoS::AtLeastOnce)
-                        .await;
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(tx) = subscribed_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let Ok(body) = serde_json::from_slice::<serde_json::Value>(&p.payload) else {
-                        continue;
-                    };
-                    let mut seen = seen.lock().unwrap();
-                    if p.topic.contains("/data/") {
-                        let epoch = body["epoch"].as_str().unwrap_or("").to_string();
-                        for r in body["readings"].as_array().unwrap() {
-                            let what =
-                                format!("{} {} {} {}", r["device"], r["tag"], r["ts"], r["value"]);
-                            let v = seen
-                                .readings
-                                .entry((epoch.clone(), r["seq"].as_u64().unwrap()))
-                                .or_default();
-                            if !v.contains(&what) {
-                                v.push(what);
-                            }
-                        }
-                    } else if p.topic.ends_with("/alarms") {
-                        seen.alarms.push(body);
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(20), subscribed_rx)
-        .await
-        .unwrap()
-        .unwrap();
-    ids
-}
-
 /// Item 6: kill -9, then the WAL is deleted (or lost in a power cut): the database goes back to its last
 /// checkpoint. The agent notices (high-water marks outside the database), starts a new epoch, continues
 /// the sequences above the mark and announces it; no identity names two different readings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wal_lost_after_kill_9_starts_a_new_epoch_and_reuses_no_identity() {
     let port = rumqttd().await;
-    let ids = subscribe(port).await;
+    let ids = subscribe_identities(port).await;
     let dir = tempfile::tempdir().unwrap();
     let text = sim_config(dir.path(), port, 2, 5, "10ms", "");
     let cfg = load(&text, dir.path());
@@ -179,7 +76,7 @@ async fn a_wal_lost_after_kill_9_starts_a_new_epoch_and_reuses_no_identity() {
         p.push(suffix);
         std::fs::remove_file(p).unwrap();
     }
-    let in_db = max_seq_in(&db);
+    let in_db = db_max_seq_or_zero(&db);
     assert!(
         in_db < seen_before,
         "the test needs a database behind what subscribers saw ({in_db} vs {seen_before})"
@@ -251,9 +148,7 @@ fn signal(agent: &Agent, sig: &str) {
 
 /// The last reading seq the high-water marks file beside `db` records.
 fn marks_of(db: &std::path::Path) -> u64 {
-    let mut p = db.as_os_str().to_owned();
-    p.push(".highwater");
-    let text = std::fs::read_to_string(std::path::PathBuf::from(p)).unwrap();
+    let text = std::fs::read_to_string(lineside::store::marks_path(db)).unwrap();
     let marks: serde_json::Value = serde_json::from_str(&text).unwrap();
     marks["readings"].as_u64().unwrap()
 }
@@ -301,7 +196,7 @@ fn snapshot(db: &std::path::Path, scratch: &std::path::Path) -> Option<(u64, u64
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wal_lost_right_after_a_checkpoint_reuses_no_identity() {
     let port = rumqttd().await;
-    let ids = subscribe(port).await;
+    let ids = subscribe_identities(port).await;
     let dir = tempfile::tempdir().unwrap();
     let text = sim_config(dir.path(), port, 2, 5, "10ms", "max_size = \"1MiB\"");
     let cfg = load(&text, dir.path());
@@ -360,7 +255,7 @@ async fn a_wal_lost_right_after_a_checkpoint_reuses_no_identity() {
         p.push(suffix);
         std::fs::remove_file(p).unwrap();
     }
-    let in_db = max_seq_in(&db);
+    let in_db = db_max_seq_or_zero(&db);
     eprintln!(
         "killed after {freezes} freezes: database {in_db}, subscribers saw {seen_before}, WAL tail lost: {with_tail}"
     );
@@ -402,11 +297,11 @@ async fn a_damaged_page_does_not_stall_forwarding() {
     let mut agent = spawn_binary(&config_path);
     assert!(
         wait_for(Duration::from_secs(30), || db.exists()
-            && max_seq_in(&db) > 30_000)
+            && db_max_seq_or_zero(&db) > 30_000)
         .await
     );
     sigterm(&mut agent); // clean: the WAL is folded into the database
-    let committed = max_seq_in(&db);
+    let committed = db_max_seq_or_zero(&db);
     let page = {
         let conn = rusqlite::Connection::open(&db).unwrap();
         let pages: Vec<i64> = conn
@@ -429,7 +324,7 @@ async fn a_damaged_page_does_not_stall_forwarding() {
     }
 
     // Phase 2: the broker is there.
-    let ids = subscribe(port).await;
+    let ids = subscribe_identities(port).await;
     std::fs::write(
         &config_path,
         sim_config(dir.path(), port, 4, 25, "10ms", ""),

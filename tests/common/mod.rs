@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::net::{TcpListener, TcpStream};
 
+mod identities;
+#[allow(unused_imports)]
+pub use identities::{Identities, subscribe_identities};
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -411,6 +415,18 @@ pub fn db_max_seq(db: &Path) -> u64 {
         r.get::<_, i64>(0)
     })
     .unwrap() as u64
+}
+
+/// Highest committed reading seq; 0 while the database or its schema does not exist (yet, or any more:
+/// the schema was in a lost WAL).
+pub fn db_max_seq_or_zero(db: &Path) -> u64 {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| {
+            c.query_row("SELECT ifnull(max(seq), 0) FROM readings", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .map_or(0, |s| s as u64)
 }
 
 /// The persisted forwarding cursor of the readings stream.
