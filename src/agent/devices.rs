@@ -15,13 +15,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::supervise::Supervisor;
+use crate::config::DeviceFingerprint;
 use crate::metrics::DeviceList;
 
 /// How long a device gets to stop before its task is aborted.
 const DEVICE_STOP: Duration = Duration::from_secs(1);
 
 struct Running {
-    table: toml::Table,
+    fingerprint: Option<DeviceFingerprint>,
     metrics: Arc<DeviceMetrics>,
     stop: CancellationToken,
     task: JoinHandle<()>,
@@ -67,17 +68,17 @@ impl Devices {
     pub fn start_all(
         &mut self,
         devices: Vec<Box<dyn Device>>,
-        tables: &BTreeMap<String, toml::Table>,
+        fingerprints: &BTreeMap<String, DeviceFingerprint>,
     ) {
         for device in devices {
-            let table = tables.get(device.name()).cloned().unwrap_or_default();
+            let fingerprint = fingerprints.get(device.name()).copied();
             self.order.push(device.name().to_string());
-            self.start(device, table);
+            self.start(device, fingerprint);
         }
         self.publish_list();
     }
 
-    fn start(&mut self, device: Box<dyn Device>, table: toml::Table) {
+    fn start(&mut self, device: Box<dyn Device>, fingerprint: Option<DeviceFingerprint>) {
         let name = device.name().to_string();
         let metrics = Arc::new(DeviceMetrics::new(&name, device.kind()));
         let stop = CancellationToken::new();
@@ -94,7 +95,7 @@ impl Devices {
         self.running.insert(
             name,
             Running {
-                table,
+                fingerprint,
                 metrics,
                 stop,
                 task,
@@ -107,17 +108,17 @@ impl Devices {
     pub async fn apply(
         &mut self,
         devices: Vec<Box<dyn Device>>,
-        tables: &BTreeMap<String, toml::Table>,
+        fingerprints: &BTreeMap<String, DeviceFingerprint>,
     ) -> DeviceChanges {
         let mut changes = DeviceChanges::default();
         let mut to_stop = Vec::new();
         for (name, running) in &self.running {
-            match tables.get(name) {
+            match fingerprints.get(name) {
                 None => {
                     changes.removed.push(name.clone());
                     to_stop.push(name.clone());
                 }
-                Some(t) if *t != running.table => {
+                Some(f) if Some(*f) != running.fingerprint => {
                     changes.restarted.push(name.clone());
                     to_stop.push(name.clone());
                 }
@@ -137,8 +138,8 @@ impl Devices {
             if !changes.restarted.contains(&name) {
                 changes.added.push(name.clone());
             }
-            let table = tables.get(&name).cloned().unwrap_or_default();
-            self.start(device, table);
+            let fingerprint = fingerprints.get(&name).copied();
+            self.start(device, fingerprint);
         }
         self.publish_list();
         changes

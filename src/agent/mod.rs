@@ -70,7 +70,7 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
     let Config {
         devices,
         characteristics,
-        device_tables,
+        device_fingerprints,
         agent,
         store,
         mqtt,
@@ -141,7 +141,7 @@ pub async fn run(config: Config, control: impl Into<AgentControl>) -> Result<()>
         metrics.devices.clone(),
         supervisor.clone(),
     );
-    running.start_all(devices, &device_tables);
+    running.start_all(devices, &device_fingerprints);
 
     let config_state = Arc::new(RwLock::new(ConfigState {
         hash,
@@ -337,7 +337,7 @@ impl Agent {
         let Config {
             devices,
             characteristics,
-            device_tables,
+            device_fingerprints,
             agent,
             store,
             mqtt,
@@ -360,7 +360,7 @@ impl Agent {
                 "SPC is still replaying the store; it applies the new characteristics when done"
             ),
         }
-        outcome.devices = self.devices.apply(devices, &device_tables).await;
+        outcome.devices = self.devices.apply(devices, &device_fingerprints).await;
         self.apply_settings(plan, &mut outcome).await;
 
         if let Ok(mut state) = self.config_state.write() {

@@ -175,6 +175,7 @@ pub fn plan(running: &Settings, new: &Settings) -> Plan {
     note("synchronous", s.synchronous != t.synchronous);
     note("batch_size", s.batch_size != t.batch_size);
     note("flush_interval", s.flush_interval != t.flush_interval);
+    note("commit_delay", s.commit_delay != t.commit_delay);
     note("max_size", s.max_size != t.max_size);
     note("max_age", s.max_age != t.max_age);
     note(

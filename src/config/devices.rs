@@ -209,16 +209,16 @@ mod tests {
                 ("g2".to_string(), Duration::ZERO)
             ]
         );
-        // A reload compares device tables: the default is part of the devices it applies to.
-        let cfg = crate::config::load_str(Path::new("t.toml"), &text).unwrap();
-        assert_eq!(
-            cfg.device_tables["g1"].get("bad_heartbeat"),
-            Some(&toml::Value::String("5m".into()))
-        );
-        assert_eq!(
-            cfg.device_tables["g2"].get("bad_heartbeat"),
-            Some(&toml::Value::String("0s".into()))
-        );
+        // A reload compares device fingerprints: the default is part of the devices it applies to
+        // (g1 changes with it), not of one that sets its own (g2).
+        let before = crate::config::load_str(Path::new("t.toml"), &format!("{GOOD}{second}"))
+            .unwrap()
+            .device_fingerprints;
+        let after = crate::config::load_str(Path::new("t.toml"), &text)
+            .unwrap()
+            .device_fingerprints;
+        assert_ne!(before["g1"], after["g1"]);
+        assert_eq!(before["g2"], after["g2"]);
     }
 
     #[test]

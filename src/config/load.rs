@@ -5,7 +5,6 @@
 //! that one mistake does not hide the next. serde_path_to_error gives the key path of each error; the index turns it into a
 //! line and column.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::checker::Checker;
@@ -135,7 +134,7 @@ fn load_sources(
     let warnings = std::mem::take(&mut cx.warnings);
     let mut station = station.unwrap_or_default();
     station.users_file = resolve(&agent.state_dir, &station.users_file);
-    let device_tables = device_tables(&root);
+    let device_fingerprints = super::fingerprint::device_fingerprints(&root);
     mqtt.sparkplug = sparkplug.map(|mut sp| {
         sp.edge_node_id.get_or_insert_with(|| agent.id.clone());
         sp.state_dir = agent.state_dir.clone();
@@ -156,7 +155,7 @@ fn load_sources(
         source: path.to_path_buf(),
         hash: hash(&sources),
         files: sources.iter().map(|s| s.path.clone()).collect(),
-        device_tables,
+        device_fingerprints,
         agent,
         store,
         mqtt,
@@ -193,20 +192,6 @@ fn hash(sources: &[Source]) -> String {
         }
     };
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Each enabled device's whole `[[device]]` table by name: what a reload compares to tell a changed
-/// device from an unchanged one.
-fn device_tables(root: &toml::Table) -> BTreeMap<String, toml::Table> {
-    let Some(toml::Value::Array(items)) = root.get("device") else {
-        return BTreeMap::new();
-    };
-    items
-        .iter()
-        .filter_map(|d| d.as_table())
-        .filter(|d| d.get("enabled").and_then(|e| e.as_bool()) != Some(false))
-        .filter_map(|d| Some((d.get("name")?.as_str()?.to_string(), d.clone())))
-        .collect()
 }
 
 #[cfg(test)]
@@ -262,7 +247,7 @@ mod tests {
         assert_eq!(names, ["g1", "g2"]);
         assert_eq!(cfg.files.len(), 3);
         assert!(cfg.files[1].ends_with("conf.d/10-agent.toml"));
-        assert_eq!(cfg.device_tables.len(), 2);
+        assert_eq!(cfg.device_fingerprints.len(), 2);
         assert_ne!(cfg.hash, load_str(&path, GOOD).unwrap().hash);
     }
 

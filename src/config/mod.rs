@@ -7,6 +7,7 @@ mod characteristics;
 mod checker;
 mod devices;
 mod error;
+mod fingerprint;
 mod hints;
 mod load;
 pub mod log_filter;
@@ -23,6 +24,7 @@ mod types;
 pub mod units;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use fingerprint::DeviceFingerprint;
 pub use load::{files, load, load_str};
 pub use merge::CONF_D;
 pub use types::*;

@@ -45,6 +45,10 @@ pub const FLUSH_INTERVAL: Range<Duration> = Range {
     min: ms(1),
     max: s(60),
 };
+pub const COMMIT_DELAY: Range<Duration> = Range {
+    min: Duration::ZERO,
+    max: s(1),
+};
 pub const MAINTENANCE_INTERVAL: Range<Duration> = Range {
     min: ms(10),
     max: s(DAY),
@@ -384,7 +388,7 @@ mod tests {
             "{}",
             e.message
         );
-        for key in ["flush_interval", "maintenance_interval"] {
+        for key in ["flush_interval", "commit_delay", "maintenance_interval"] {
             let e = one_error(&(GOOD.to_string() + &format!("[store]\n{key} = \"99999999d\"\n")));
             assert_eq!(e.key, format!("store.{key}"));
         }

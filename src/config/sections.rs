@@ -78,6 +78,11 @@ impl Checker<'_> {
             store.flush_interval,
             ranges::FLUSH_INTERVAL,
         );
+        self.in_range(
+            "store.commit_delay",
+            store.commit_delay,
+            ranges::COMMIT_DELAY,
+        );
         if let Some(max_size) = store.max_size {
             self.in_range("store.max_size", Bytes(max_size), ranges::MAX_SIZE.bytes());
         }

@@ -21,8 +21,9 @@ pub struct Config {
     pub hash: String,
     /// The files read: the main file, then the conf.d files in merge order.
     pub files: Vec<PathBuf>,
-    /// Each running device's whole `[[device]]` table by name, to tell on reload what changed.
-    pub device_tables: std::collections::BTreeMap<String, toml::Table>,
+    /// Each running device's fingerprint (of its whole `[[device]]` table) by name, to tell on reload
+    /// what changed.
+    pub device_fingerprints: std::collections::BTreeMap<String, super::DeviceFingerprint>,
     pub agent: AgentConfig,
     pub store: StoreConfig,
     pub mqtt: MqttConfig,
@@ -123,6 +124,11 @@ pub struct StoreConfig {
     /// Longest a reading waits for its batch to fill before it is committed anyway.
     #[serde(default = "default_flush_interval", deserialize_with = "duration")]
     pub flush_interval: Duration,
+    /// Group commit: how long the writer waits, once its queue is empty, for more readings to join the
+    /// transaction (measured from the last arrival; `flush_interval` still bounds the whole wait). Polls
+    /// that fire together (devices on the same interval) then share one commit and one message.
+    #[serde(default = "default_commit_delay", deserialize_with = "duration")]
+    pub commit_delay: Duration,
     /// Disk budget for the database and its WAL ("2GiB"). Unlimited when absent.
     #[serde(default, deserialize_with = "opt_size")]
     pub max_size: Option<u64>,
@@ -147,6 +153,7 @@ impl Default for StoreConfig {
             synchronous: Synchronous::default(),
             batch_size: default_batch_size(),
             flush_interval: default_flush_interval(),
+            commit_delay: default_commit_delay(),
             max_size: None,
             events_share: default_events_share(),
             max_age: None,
@@ -163,6 +170,9 @@ fn default_batch_size() -> usize {
 }
 fn default_flush_interval() -> Duration {
     Duration::from_millis(50)
+}
+fn default_commit_delay() -> Duration {
+    Duration::from_millis(2)
 }
 fn default_events_share() -> u8 {
     10

@@ -229,6 +229,8 @@ impl Writer {
     ) {
         let mut pending: Vec<Reading> = Vec::with_capacity(self.cfg.batch_size);
         let mut first_at: Option<Instant> = None;
+        // When the last batch arrived: the commit waits `commit_delay` after it for more to join.
+        let mut last_at: Option<Instant> = None;
         let mut next_maintenance = Instant::now();
         let mut data_open = true;
         let mut flush_waiters = Vec::new();
@@ -236,10 +238,12 @@ impl Writer {
         let mut drained = false;
         loop {
             let now = Instant::now();
-            // Group commit: commit as soon as the queue is drained (nothing more to batch now); under
+            // Group commit: commit once the queue is drained (nothing more to batch now) and nothing
+            // more arrived for `commit_delay` (polls that fire together share a transaction); under
             // load the queue refills while a commit runs, so batches grow by themselves, up to
             // `batch_size`; `flush_interval` bounds the wait otherwise.
-            let due = drained
+            let quiet = last_at.is_none_or(|t| now >= t + self.cfg.commit_delay);
+            let due = (drained && quiet)
                 || first_at.is_some_and(|t| now >= t + self.cfg.flush_interval)
                 || pending.len() >= self.cfg.batch_size;
             if due || shutting_down || !flush_waiters.is_empty() {
@@ -252,6 +256,7 @@ impl Writer {
                 }
                 self.commit_with_retry(&mut pending, &committed, shutting_down);
                 first_at = None;
+                last_at = None;
                 drained = false;
                 if !flush_waiters.is_empty() {
                     // A flush ends when the forwarder may publish what it committed (at shutdown the
@@ -270,10 +275,13 @@ impl Writer {
                 self.maintenance(&committed);
                 next_maintenance = Instant::now() + self.cfg.maintenance_interval;
             }
-            let deadline = match first_at {
+            let mut deadline = match first_at {
                 Some(t) => (t + self.cfg.flush_interval).min(next_maintenance),
                 None => next_maintenance,
             };
+            if drained && let Some(t) = last_at {
+                deadline = deadline.min(t + self.cfg.commit_delay);
+            }
             let mut sel =
                 flume::Selector::new().recv(&ctrl, |r| r.map(Got::Ctrl).unwrap_or(Got::CtrlClosed));
             if data_open {
@@ -283,7 +291,9 @@ impl Writer {
                 Got::Data(batch) => {
                     self.stats.received.fetch_add(batch.len() as u64, Relaxed);
                     pending.extend(batch);
-                    first_at.get_or_insert_with(Instant::now);
+                    let arrived = Instant::now();
+                    first_at.get_or_insert(arrived);
+                    last_at = Some(arrived);
                     // Group commit: take whatever else is already queued, up to the batch size.
                     while pending.len() < self.cfg.batch_size {
                         match data.try_recv() {
