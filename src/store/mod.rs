@@ -24,7 +24,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -69,11 +69,6 @@ pub(crate) enum Control {
         body: serde_json::Value,
         reply: Option<oneshot::Sender<Result<u64, String>>>,
     },
-    /// The forwarder's acknowledged prefix: everything up to `seq` reached the broker.
-    Ack {
-        stream: Stream,
-        seq: u64,
-    },
     /// A reader skipped `first_seq..=last_seq` of a stream because it could not be read (damaged pages).
     Unreadable {
         stream: Stream,
@@ -109,6 +104,7 @@ pub struct Store {
     path: PathBuf,
     ctrl: flume::Sender<Control>,
     data: flume::Sender<Vec<lineside_drivers::Reading>>,
+    acked: Arc<Acked>,
     committed: watch::Receiver<Committed>,
     batches: broadcast::Sender<Arc<CommittedBatch>>,
     /// What the high-water marks on disk cover: the forwarder's upper bound.
@@ -159,6 +155,7 @@ impl Store {
         let stats = Arc::new(StoreStats::default());
         let (batches, _) = broadcast::channel(1024);
         let abort = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Acked::default());
         let w = writer::Writer::open(
             cfg.clone(),
             stats.clone(),
@@ -166,6 +163,7 @@ impl Store {
             abort.clone(),
             clock,
             broker_marks,
+            acked.clone(),
         )
         .map_err(|e| StoreError::Open(cfg.path.clone(), e))?;
         let epoch = w.epoch;
@@ -185,6 +183,7 @@ impl Store {
             path: cfg.path.clone(),
             ctrl: ctrl_tx,
             data: data_tx,
+            acked,
             committed,
             batches,
             durable,
@@ -274,7 +273,7 @@ impl Store {
     }
 
     pub fn acker(&self) -> Acker {
-        Acker(self.ctrl.clone())
+        Acker(self.acked.clone())
     }
 
     /// Commits everything received so far, and returns once the high-water marks cover it (the
@@ -341,13 +340,26 @@ impl Drop for Store {
     }
 }
 
+/// The forwarder's acknowledged prefixes: everything up to these seqs reached the broker. Plain
+/// atomics, not messages: an acknowledgement arrives with every published message, and waking the
+/// writer thread for each one cost more than the commit it follows. The writer takes them when it
+/// wakes anyway (a commit, its maintenance tick, an event, a flush, the stop).
+#[derive(Default)]
+pub(crate) struct Acked {
+    pub readings: AtomicU64,
+    pub events: AtomicU64,
+}
+
 /// Lets the forwarder report acknowledged prefixes without holding the whole store.
 #[derive(Clone)]
-pub struct Acker(flume::Sender<Control>);
+pub struct Acker(Arc<Acked>);
 
 impl Acker {
     pub fn ack(&self, stream: Stream, seq: u64) {
-        let _ = self.0.send(Control::Ack { stream, seq });
+        match stream {
+            Stream::Readings => self.0.readings.fetch_max(seq, Relaxed),
+            Stream::Events => self.0.events.fetch_max(seq, Relaxed),
+        };
     }
 }
 

@@ -46,6 +46,8 @@ pub(super) struct Writer {
     tag_counts: Vec<(u64, u64)>,
     pub(super) epoch: u64,
     pub(super) high_water: HighWater,
+    /// The forwarder's acknowledged prefixes (see `Acked`), taken whenever the thread wakes.
+    acked: Arc<super::Acked>,
     pub(super) arrivals: Arrivals,
     /// Bytes the events take (see `budget::EVENT_ROW_OVERHEAD`); kept only under a size budget.
     pub(super) event_bytes: u64,
@@ -77,6 +79,7 @@ impl Writer {
         abort: Arc<AtomicBool>,
         clock: Box<dyn Clock>,
         broker_marks: Option<identity::BrokerMarks>,
+        acked: Arc<super::Acked>,
     ) -> rusqlite::Result<Self> {
         let budget = cfg.max_size.map(|m| Budget::new(m, cfg.events_share));
         let wal_limit = budget
@@ -98,13 +101,22 @@ impl Writer {
         let mut next_seq = get(keys::NEXT_READING_SEQ)?.max(max_seq + 1).max(1);
         let mut next_event_seq = get(keys::NEXT_EVENT_SEQ)?.max(max_event + 1).max(1);
         let marks = identity::marks_path(&cfg.path);
-        let (epoch, reset) = identity::settle(
+        let identity::Settled { epoch, reset, skip } = identity::settle(
             &conn,
             &marks,
             broker_marks,
             &mut next_seq,
             &mut next_event_seq,
         )?;
+        if let Some(skip) = skip {
+            tracing::info!(
+                last_seq_in_database = skip.db_readings,
+                reserved = skip.reserved_readings,
+                last_event_seq_in_database = skip.db_events,
+                events_reserved = skip.reserved_events,
+                "the last run did not stop cleanly: sequences continue above the seqs it had reserved, so none it could have forwarded is reused (the ones between are never used)"
+            );
+        }
         let cursor_readings = get(keys::CURSOR_READINGS)?.min(next_seq - 1);
         let cursor_events = get(keys::CURSOR_EVENTS)?.min(next_event_seq - 1);
         let event_bytes = match budget {
@@ -144,6 +156,7 @@ impl Writer {
             tag_counts: Vec::new(),
             epoch,
             high_water: HighWater::new(marks, epoch),
+            acked,
             arrivals,
             event_bytes,
             held: VecDeque::new(),
@@ -229,8 +242,6 @@ impl Writer {
     ) {
         let mut pending: Vec<Reading> = Vec::with_capacity(self.cfg.batch_size);
         let mut first_at: Option<Instant> = None;
-        // When the last batch arrived: the commit waits `commit_delay` after it for more to join.
-        let mut last_at: Option<Instant> = None;
         let mut next_maintenance = Instant::now();
         let mut data_open = true;
         let mut flush_waiters = Vec::new();
@@ -238,12 +249,11 @@ impl Writer {
         let mut drained = false;
         loop {
             let now = Instant::now();
-            // Group commit: commit once the queue is drained (nothing more to batch now) and nothing
-            // more arrived for `commit_delay` (polls that fire together share a transaction); under
-            // load the queue refills while a commit runs, so batches grow by themselves, up to
-            // `batch_size`; `flush_interval` bounds the wait otherwise.
-            let quiet = last_at.is_none_or(|t| now >= t + self.cfg.commit_delay);
-            let due = (drained && quiet)
+            self.take_acks();
+            // Group commit: commit once the queue is drained (nothing more to batch now, after the
+            // `commit_delay` below); under load the queue refills while a commit runs, so batches
+            // grow by themselves, up to `batch_size`; `flush_interval` bounds the wait otherwise.
+            let due = drained
                 || first_at.is_some_and(|t| now >= t + self.cfg.flush_interval)
                 || pending.len() >= self.cfg.batch_size;
             if due || shutting_down || !flush_waiters.is_empty() {
@@ -256,7 +266,6 @@ impl Writer {
                 }
                 self.commit_with_retry(&mut pending, &committed, shutting_down);
                 first_at = None;
-                last_at = None;
                 drained = false;
                 if !flush_waiters.is_empty() {
                     // A flush ends when the forwarder may publish what it committed (at shutdown the
@@ -275,13 +284,10 @@ impl Writer {
                 self.maintenance(&committed);
                 next_maintenance = Instant::now() + self.cfg.maintenance_interval;
             }
-            let mut deadline = match first_at {
+            let deadline = match first_at {
                 Some(t) => (t + self.cfg.flush_interval).min(next_maintenance),
                 None => next_maintenance,
             };
-            if drained && let Some(t) = last_at {
-                deadline = deadline.min(t + self.cfg.commit_delay);
-            }
             let mut sel =
                 flume::Selector::new().recv(&ctrl, |r| r.map(Got::Ctrl).unwrap_or(Got::CtrlClosed));
             if data_open {
@@ -291,20 +297,25 @@ impl Writer {
                 Got::Data(batch) => {
                     self.stats.received.fetch_add(batch.len() as u64, Relaxed);
                     pending.extend(batch);
-                    let arrived = Instant::now();
-                    first_at.get_or_insert(arrived);
-                    last_at = Some(arrived);
+                    let arrived = *first_at.get_or_insert_with(Instant::now);
                     // Group commit: take whatever else is already queued, up to the batch size.
-                    while pending.len() < self.cfg.batch_size {
-                        match data.try_recv() {
-                            Ok(b) => {
-                                self.stats.received.fetch_add(b.len() as u64, Relaxed);
-                                pending.extend(b);
-                            }
-                            Err(_) => break,
+                    self.take_queued(&data, &mut pending);
+                    drained = data.is_empty();
+                    // The queue ran dry: give the polls that fired together with this one
+                    // `commit_delay` to arrive, sleeping rather than waiting on the channel, so their
+                    // sends wake nobody; then they share this commit (and its message upstream).
+                    // Control messages wait as long (a flush, an event, the stop: 2 ms by default).
+                    if drained && pending.len() < self.cfg.batch_size {
+                        let flush_at = arrived + self.cfg.flush_interval;
+                        let nap = self
+                            .cfg
+                            .commit_delay
+                            .min(flush_at.saturating_duration_since(Instant::now()));
+                        if !nap.is_zero() {
+                            std::thread::sleep(nap);
+                            self.take_queued(&data, &mut pending);
                         }
                     }
-                    drained = data.is_empty();
                 }
                 Got::Ctrl(Control::Event {
                     ts,
@@ -320,7 +331,6 @@ impl Writer {
                     });
                     let _ = committed.send(self.committed());
                 }
-                Got::Ctrl(Control::Ack { stream, seq }) => self.ack(stream, seq),
                 Got::Ctrl(Control::Unreadable {
                     stream,
                     first_seq,
@@ -343,6 +353,7 @@ impl Writer {
 
     /// The last steps of a clean stop: everything committed stays committed whatever fails here.
     fn close(&mut self) {
+        self.take_acks();
         if self.abort.load(Relaxed) {
             self.fail_held("the store was stopped before it could store this event");
             tracing::warn!(
@@ -375,6 +386,27 @@ impl Writer {
             epoch = %identity::format_epoch(self.epoch),
             "store closed"
         );
+    }
+
+    /// Takes the batches already queued, up to `batch_size` readings pending.
+    fn take_queued(&self, data: &flume::Receiver<Vec<Reading>>, pending: &mut Vec<Reading>) {
+        while pending.len() < self.cfg.batch_size {
+            match data.try_recv() {
+                Ok(b) => {
+                    self.stats.received.fetch_add(b.len() as u64, Relaxed);
+                    pending.extend(b);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Moves the cursors to what the forwarder has acknowledged since the last look.
+    pub(super) fn take_acks(&mut self) {
+        let readings = self.acked.readings.load(Relaxed);
+        let events = self.acked.events.load(Relaxed);
+        self.ack(Stream::Readings, readings);
+        self.ack(Stream::Events, events);
     }
 
     pub(super) fn ack(&mut self, stream: Stream, seq: u64) {

@@ -170,12 +170,37 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// Sequence numbers missing between 1 and `upto`.
+    /// Sequence numbers missing between 1 and `upto`: for an agent that always stopped cleanly (its
+    /// seqs have no gaps). After a kill -9 the agent skips the seqs it had reserved: use
+    /// [`Seen::missing`] with the seqs in the database.
     pub fn gaps(&self, upto: u64) -> Vec<u64> {
         (1..=upto)
             .filter(|s| !self.readings.contains_key(s))
             .collect()
     }
+
+    /// The seqs of `stored` (see [`db_seqs`]) that did not arrive.
+    pub fn missing(&self, stored: &[u64]) -> Vec<u64> {
+        stored
+            .iter()
+            .copied()
+            .filter(|s| !self.readings.contains_key(s))
+            .collect()
+    }
+}
+
+/// Every reading seq in the database up to `upto`, in order.
+pub fn db_seqs(db: &Path, upto: u64) -> Vec<u64> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut stmt = conn
+        .prepare("SELECT seq FROM readings WHERE seq <= ?1 ORDER BY seq")
+        .unwrap();
+    stmt.query_map([upto as i64], |r| r.get::<_, i64>(0))
+        .unwrap()
+        .map(|s| s.unwrap() as u64)
+        .collect()
 }
 
 /// A subscriber to `<base>/#`. With `persistent`, its session survives broker restarts.
@@ -274,6 +299,14 @@ impl Subscriber {
     /// Waits until every seq in 1..=upto has arrived (or the timeout passes).
     pub async fn wait_for_all(&self, upto: u64, timeout: Duration) -> bool {
         wait_for(timeout, || self.seen.lock().unwrap().gaps(upto).is_empty()).await
+    }
+
+    /// Waits until every seq of `stored` (see [`db_seqs`]) has arrived.
+    pub async fn wait_for_stored(&self, stored: &[u64], timeout: Duration) -> bool {
+        wait_for(timeout, || {
+            self.seen.lock().unwrap().missing(stored).is_empty()
+        })
+        .await
     }
 
     pub fn max_seq(&self) -> u64 {

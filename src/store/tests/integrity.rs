@@ -568,57 +568,73 @@ async fn the_forwarding_reader_stops_at_the_durable_marks() {
     .await
     .unwrap()
     .unwrap();
-    // A directory where the marks file and its temporary file go: every write fails.
+    // What the marks file reserves: commits up to it go out without a write.
     let marks = identity::marks_path(&cfg.path);
+    let reserved = identity::read_marks(&marks).unwrap().1.reserved;
+    assert!(reserved.readings > 100 && reserved.events > 0);
+    // A directory where the marks file and its temporary file go: every write fails.
     std::fs::remove_file(&marks).unwrap();
     std::fs::create_dir(&marks).unwrap();
     let mut tmp = marks.as_os_str().to_owned();
     tmp.push(".tmp");
     let _ = std::fs::remove_file(&tmp);
     std::fs::create_dir(&tmp).unwrap();
-    store
-        .sink()
-        .send((0..50).map(|i| reading("a", i as f64)).collect())
-        .await
-        .unwrap();
-    store.flush().await.unwrap();
+    // Past the reservation by 50 readings: those must wait for a write that cannot happen.
+    let total = reserved.readings + 50;
+    let more = (total - 100) as usize;
+    for chunk in (0..more).collect::<Vec<_>>().chunks(4096) {
+        store
+            .sink()
+            .send(chunk.iter().map(|i| reading("a", *i as f64)).collect())
+            .await
+            .unwrap();
+    }
+    // (`flush` waits for the marks to cover what it committed: not here; give it its time instead.)
+    let _ = tokio::time::timeout(Duration::from_secs(2), store.flush()).await;
     store
         .append_event("test", Utc::now(), serde_json::json!({}))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(store.watch_committed().borrow().readings, 150);
+    assert_eq!(store.watch_committed().borrow().readings, total);
     assert_eq!(
         *store.watch_durable().borrow(),
         Committed {
-            readings: 100,
-            events: 0
-        }
+            readings: reserved.readings,
+            events: 1
+        },
+        "readings up to the reservation on disk, the event inside its own"
     );
     let mut reader = store.forwarding_reader().unwrap();
-    let rows = reader.readings_after(0, 1000).unwrap();
-    assert_eq!(rows.last().map(|r| r.seq), Some(100));
-    assert!(reader.events_after(0, 10).unwrap().is_empty());
+    let rows = reader.readings_after(reserved.readings - 10, 1000).unwrap();
+    assert_eq!(rows.last().map(|r| r.seq), Some(reserved.readings));
+    assert_eq!(reader.events_after(0, 10).unwrap().len(), 1);
     assert_eq!(
         store
             .reader()
             .unwrap()
-            .readings_after(0, 1000)
+            .readings_after(reserved.readings - 10, 1000)
             .unwrap()
             .len(),
-        150
+        60
     );
     // Writable again: the retry covers everything committed meanwhile.
     std::fs::remove_dir(&marks).unwrap();
     std::fs::remove_dir(&tmp).unwrap();
     tokio::time::timeout(
         Duration::from_secs(10),
-        durable.wait_for(|d| d.readings == 150 && d.events == 1),
+        durable.wait_for(|d| d.readings == total && d.events == 1),
     )
     .await
     .unwrap()
     .unwrap();
-    assert_eq!(reader.readings_after(0, 1000).unwrap().len(), 150);
+    assert_eq!(
+        reader
+            .readings_after(reserved.readings - 10, 1000)
+            .unwrap()
+            .len(),
+        60
+    );
     assert_eq!(reader.events_after(0, 10).unwrap().len(), 1);
     store.close();
 }
