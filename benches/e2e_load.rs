@@ -21,7 +21,7 @@
 //!
 //! Run: `cargo build --release` in both trees, then
 //! `LINESIDE_BASELINE_BIN=/path/to/0.1.0/target/release/lineside cargo bench --bench e2e_load`
-//! (env: LOAD_SECONDS=60, LOAD_WARMUP=5, LOAD_SYNC=normal|full, LOAD_COMPACT=1 adds compact JSON to
+//! (env: LINESIDE_BASELINE_LABEL names the baseline in the tables, default "0.1.0"; LOAD_SECONDS=60, LOAD_WARMUP=5, LOAD_SYNC=normal|full, LOAD_COMPACT=1 adds compact JSON to
 //! every case, LINESIDE_MOSQUITTO, LINESIDE_PYTHON).
 
 // A bench is a measurement harness: a failed step ends the run with its message.
@@ -63,7 +63,7 @@ fn main() {
         current: true,
     };
     let baseline = std::env::var_os("LINESIDE_BASELINE_BIN").map(|b| Build {
-        label: "0.1.0".into(),
+        label: env("LINESIDE_BASELINE_LABEL", "0.1.0".to_string()),
         bin: PathBuf::from(b),
         current: false,
     });
