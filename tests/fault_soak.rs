@@ -157,7 +157,7 @@ async fn fault_soak_loses_nothing_keeps_tag_order_and_never_stalls() {
         }
         if i % 5 == 4 {
             eprintln!(
-                "fault soak: {} faults in {:?}, committed {}, arrived up to {}",
+                "fault soak: {} faults in {:?}, highest seq committed {}, arrived {}",
                 i + 1,
                 started.elapsed(),
                 db_max_seq(&db),

@@ -54,7 +54,7 @@ const MIN_STEP: Committed = Committed {
     events: 256,
 };
 const MAX_STEP: Committed = Committed {
-    readings: 8 << 20,
+    readings: 4 << 20,
     events: 1 << 16,
 };
 const STEP_SECONDS: f64 = 2.0;
@@ -229,6 +229,11 @@ impl HighWater {
     pub fn update(&mut self, committed: Committed, batch: Option<Arc<CommittedBatch>>) {
         let wake = {
             let mut due = self.shared.lock();
+            if due.want == Committed::default() && due.reserved == Committed::default() {
+                // The first seqs (the database's at start): the rate of the first step counts from
+                // here, not from 0.
+                due.extended = (Instant::now(), committed);
+            }
             due.want = due.want.max(committed);
             if let Some(b) = batch {
                 if due.batches.len() >= MAX_HELD_BATCHES {
@@ -467,6 +472,28 @@ mod tests {
             Some((42, c(12, 4), c(12, 4))),
             "a clean stop writes the committed marks and takes the reservation back down to them"
         );
+    }
+
+    #[test]
+    fn the_first_step_after_a_start_high_in_the_seqs_is_the_smallest() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = marks_path(&dir.path().join("x.db"));
+        let mut hw = HighWater::new(p.clone(), 9);
+        // A database already at 50 million: the step is sized by the rate since the start, not by the
+        // seqs themselves (a kill -9 then skips one small step, not millions).
+        hw.ensure_durable(c(50_000_000, 10));
+        let until = Instant::now() + Duration::from_secs(10);
+        while read_marks(&p).is_none_or(|(_, m)| m.reserved.readings <= 50_000_000)
+            && Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let reserved = read_marks(&p).unwrap().1.reserved;
+        assert_eq!(
+            reserved,
+            c(50_000_000 + MIN_STEP.readings, 10 + MIN_STEP.events)
+        );
+        hw.finish();
     }
 
     #[test]
