@@ -6,63 +6,70 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use lineside_drivers::{Reading, Value};
-use serde::Serialize;
 
 use crate::config::JsonFormat;
 
 use crate::store::{StoredEvent, StoredReading};
 use crate::timefmt::rfc3339;
 
-#[derive(Serialize)]
-struct ReadingJson<'a> {
-    seq: u64,
-    device: &'a str,
-    tag: &'a str,
-    ts: String,
-    value: ValueJson<'a>,
-    quality: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    unit: Option<&'a str>,
+/// One reading of the default format, `{"seq":…,"device":…,"tag":…,"ts":…,"value":…,"quality":…}`
+/// (plus `reason` and `unit` when there are some). Written by hand, byte for byte what serde_json
+/// wrote from a struct before (a test keeps that reference): integers with the same formatter, floats
+/// by serde_json, strings escaped by serde_json only when they need it, the timestamp without an
+/// allocation. It runs for
+/// every reading published, and serializing a map per reading was most of the forwarder's CPU.
+pub fn encode_reading(seq: u64, r: &Reading, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"seq\":");
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    out.extend_from_slice(b",\"device\":");
+    write_str(out, &r.device);
+    out.extend_from_slice(b",\"tag\":");
+    write_str(out, &r.tag);
+    out.extend_from_slice(b",\"ts\":\"");
+    crate::timefmt::write_rfc3339(r.ts, out);
+    out.extend_from_slice(b"\",\"value\":");
+    write_value(out, &r.value);
+    out.extend_from_slice(b",\"quality\":\"");
+    out.extend_from_slice(r.quality.name().as_bytes());
+    out.push(b'"');
+    if let Some(reason) = r.quality.reason() {
+        out.extend_from_slice(b",\"reason\":");
+        write_str(out, reason);
+    }
+    if let Some(unit) = &r.unit {
+        out.extend_from_slice(b",\"unit\":");
+        write_str(out, unit);
+    }
+    out.push(b'}');
 }
 
-#[derive(Serialize)]
-#[serde(untagged)]
-enum ValueJson<'a> {
-    Null,
-    F64(f64),
-    I64(i64),
-    U64(u64),
-    Bool(bool),
-    Str(&'a str),
-}
-
-fn value_json(v: &Option<Value>) -> ValueJson<'_> {
-    match v {
-        None => ValueJson::Null,
-        Some(Value::F64(x)) if !x.is_finite() => ValueJson::Null,
-        Some(Value::F64(x)) => ValueJson::F64(*x),
-        Some(Value::I64(x)) => ValueJson::I64(*x),
-        Some(Value::U64(x)) => ValueJson::U64(*x),
-        Some(Value::Bool(b)) => ValueJson::Bool(*b),
-        Some(Value::Str(s)) => ValueJson::Str(s),
+/// A JSON string: text that needs no escape (no control character, quote or backslash; UTF-8 goes in
+/// as it is, as serde_json writes it) straight in, anything else through serde_json.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Serializing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
     }
 }
 
-pub fn encode_reading(seq: u64, r: &Reading, out: &mut Vec<u8>) {
-    let json = ReadingJson {
-        seq,
-        device: &r.device,
-        tag: &r.tag,
-        ts: rfc3339(r.ts),
-        value: value_json(&r.value),
-        quality: r.quality.name(),
-        reason: r.quality.reason(),
-        unit: r.unit.as_deref(),
-    };
-    // Serializing plain structs into a Vec cannot fail.
-    let _ = serde_json::to_writer(out, &json);
+/// A value as serde_json writes it, `null` for none and for non-finite floats.
+fn write_value(out: &mut Vec<u8>, v: &Option<Value>) {
+    match v {
+        None => out.extend_from_slice(b"null"),
+        Some(Value::F64(x)) if !x.is_finite() => out.extend_from_slice(b"null"),
+        // serde_json's own float formatting (it has changed formatter crates before: ryu, zmij).
+        Some(Value::F64(x)) => {
+            let _ = serde_json::to_writer(&mut *out, x);
+        }
+        Some(Value::I64(x)) => out.extend_from_slice(itoa::Buffer::new().format(*x).as_bytes()),
+        Some(Value::U64(x)) => out.extend_from_slice(itoa::Buffer::new().format(*x).as_bytes()),
+        Some(Value::Bool(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Some(Value::Str(s)) => write_str(out, s),
+    }
 }
 
 /// One data message ready to publish.
@@ -299,7 +306,7 @@ fn encode_compact(table: &mut CompactTable, seq: u64, rd: &Reading, out: &mut Ve
     }
     let dt = rd.ts.timestamp_micros() - table.t0_us;
     let _ = write!(out, "[{},{},{},", seq, tag, dt);
-    let _ = serde_json::to_writer(&mut *out, &value_json(&rd.value));
+    write_value(out, &rd.value);
     if !rd.quality.is_good() {
         out.push(b',');
         let _ = serde_json::to_writer(&mut *out, rd.quality.name());
@@ -337,6 +344,130 @@ mod tests {
     use lineside_drivers::Quality;
 
     use super::*;
+    use serde::Serialize;
+
+    /// The encoder as it was (serde_json from a struct): the reference the hand-written one must match.
+    #[derive(Serialize)]
+    struct ReadingJson<'a> {
+        seq: u64,
+        device: &'a str,
+        tag: &'a str,
+        ts: String,
+        value: ValueJson<'a>,
+        quality: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unit: Option<&'a str>,
+    }
+
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum ValueJson<'a> {
+        Null,
+        F64(f64),
+        I64(i64),
+        U64(u64),
+        Bool(bool),
+        Str(&'a str),
+    }
+
+    fn value_json(v: &Option<Value>) -> ValueJson<'_> {
+        match v {
+            None => ValueJson::Null,
+            Some(Value::F64(x)) if !x.is_finite() => ValueJson::Null,
+            Some(Value::F64(x)) => ValueJson::F64(*x),
+            Some(Value::I64(x)) => ValueJson::I64(*x),
+            Some(Value::U64(x)) => ValueJson::U64(*x),
+            Some(Value::Bool(b)) => ValueJson::Bool(*b),
+            Some(Value::Str(s)) => ValueJson::Str(s),
+        }
+    }
+
+    fn reference(seq: u64, r: &Reading) -> Vec<u8> {
+        let json = ReadingJson {
+            seq,
+            device: &r.device,
+            tag: &r.tag,
+            ts: crate::timefmt::rfc3339(r.ts),
+            value: value_json(&r.value),
+            quality: r.quality.name(),
+            reason: r.quality.reason(),
+            unit: r.unit.as_deref(),
+        };
+        serde_json::to_vec(&json).unwrap()
+    }
+
+    #[test]
+    fn the_hand_written_encoder_writes_what_serde_json_wrote() {
+        use chrono::{TimeZone, Utc};
+        let mut rng = fastrand::Rng::with_seed(11);
+        let texts = [
+            "plc1",
+            "bore-diameter",
+            "孔径",
+            "a\"quote",
+            "back\\slash",
+            "tab\there",
+            "nl\n",
+            "\u{1}",
+            "del\u{7f}",
+            "😀",
+            "",
+        ];
+        let pick = |rng: &mut fastrand::Rng| texts[rng.usize(..texts.len())];
+        let floats = [
+            0.0,
+            -0.0,
+            1.0,
+            0.1,
+            1e16,
+            1e-7,
+            123456.789,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            5e-324,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        for i in 0..20_000u64 {
+            let value = match rng.u8(0..8) {
+                0 => None,
+                1 => Some(Value::F64(floats[rng.usize(..floats.len())])),
+                2 => Some(Value::F64(f64::from_bits(rng.u64(..)))),
+                3 => Some(Value::I64(rng.i64(..))),
+                4 => Some(Value::U64(rng.u64(..))),
+                5 => Some(Value::Bool(rng.bool())),
+                6 => Some(Value::Str(pick(&mut rng).into())),
+                _ => Some(Value::I64([i64::MIN, i64::MAX, 0, -1][rng.usize(..4)])),
+            };
+            let quality = match rng.u8(0..3) {
+                0 => Quality::Good,
+                1 => Quality::Uncertain(pick(&mut rng).into()),
+                _ => Quality::Bad(pick(&mut rng).into()),
+            };
+            let r = Reading {
+                device: pick(&mut rng).into(),
+                tag: pick(&mut rng).into(),
+                ts: Utc
+                    .timestamp_opt(rng.i64(0..4_102_444_800), rng.u32(0..1_000_000_000))
+                    .unwrap(),
+                value,
+                quality,
+                unit: rng.bool().then(|| pick(&mut rng).into()),
+            };
+            let seq = [i, u64::MAX, rng.u64(..)][rng.usize(..3)];
+            let mut out = Vec::new();
+            encode_reading(seq, &r, &mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                String::from_utf8(reference(seq, &r)).unwrap(),
+                "{r:?}"
+            );
+        }
+    }
+
     use chrono::DateTime;
 
     fn sr(seq: u64, device: &str, value: Option<Value>) -> StoredReading {

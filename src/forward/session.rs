@@ -415,15 +415,12 @@ impl Forwarder {
                     .saturating_mul(self.cfg.max_readings_per_message)
                     .min(MAX_FETCH);
                 let from = st.next.readings;
-                let rows = self
-                    .reader
-                    .readings_after(from, want)
-                    .map_err(FillError::Store)?;
-                if rows.is_empty() {
-                    st.next.readings = committed.readings;
-                    continue;
-                }
-                let (messages, hi) = {
+                // A catch-up read (up to MAX_FETCH rows read and encoded) runs off this worker's other
+                // tasks (drivers, the MQTT event loop); a small one inline (handing the worker's
+                // tasks to another thread costs more than reading a few hundred rows).
+                let large = waiting >= OFF_WORKER_ROWS;
+                let packed = off_worker(large, || {
+                    let rows = self.reader.readings_after(from, want)?;
                     let mut packer = payload::Packer::with_format(
                         &self.agent_id,
                         &epoch,
@@ -438,8 +435,13 @@ impl Forwarder {
                         }
                         hi = r.seq;
                     }
-                    (packer.finish(), hi)
-                };
+                    Ok((rows.is_empty(), packer.finish(), hi))
+                });
+                let (empty, messages, hi) = packed.map_err(FillError::Store)?;
+                if empty {
+                    st.next.readings = committed.readings;
+                    continue;
+                }
                 self.stats
                     .readings_from_store
                     .fetch_add(hi.saturating_sub(from), Relaxed);
@@ -557,3 +559,19 @@ impl Forwarder {
         }
     }
 }
+
+/// Runs blocking work (a store read of up to `MAX_FETCH` rows and its encoding) without holding up the
+/// other tasks of this worker thread: on the multi-thread runtime (the agent's) the worker hands its
+/// tasks to another thread meanwhile (`block_in_place`); on a current-thread runtime (some tests) it
+/// runs inline, as there is no other thread to hand them to.
+fn off_worker<R>(large: bool, work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) if large => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+/// Rows waiting from which a read from the store runs off the worker (see [`off_worker`]).
+const OFF_WORKER_ROWS: u64 = 4096;
