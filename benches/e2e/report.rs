@@ -89,6 +89,71 @@ pub fn runs(runs: &[Run]) {
 }
 
 /// Ratios of each run against the baseline run at the same offered rate (current / baseline).
+/// Per run label: the median of each figure over its rounds, and the ratio of the medians to the
+/// baseline's.
+pub fn medians(runs: &[Run], baseline_label: &str) {
+    let mut labels: Vec<String> = Vec::new();
+    for r in runs {
+        if !labels.contains(&r.label) {
+            labels.push(r.label.clone());
+        }
+    }
+    let median = |label: &str, f: &dyn Fn(&Run) -> f64| -> f64 {
+        let mut v: Vec<f64> = runs.iter().filter(|r| r.label == label).map(f).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
+    let cpu = |r: &Run| r.agent_cpu_ms_per_1k;
+    let base_cpu = median(baseline_label, &cpu);
+    let rows: Vec<Vec<String>> = labels
+        .iter()
+        .map(|l| {
+            let all: Vec<String> = runs
+                .iter()
+                .filter(|r| &r.label == l)
+                .map(|r| format!("{:.2}", r.agent_cpu_ms_per_1k))
+                .collect();
+            let m = median(l, &cpu);
+            vec![
+                l.clone(),
+                all.len().to_string(),
+                all.join(" "),
+                format!("{m:.2}"),
+                if base_cpu > 0.0 && l != baseline_label {
+                    format!("{:.2}", m / base_cpu)
+                } else {
+                    "-".into()
+                },
+                format!("{:.1}", median(l, &|r| r.latency.p50)),
+                format!("{:.1}", median(l, &|r| r.latency.p99)),
+                format!(
+                    "{:.1}",
+                    median(l, &|r| r.agent_peak_rss_kib as f64 / 1024.0)
+                ),
+                format!("{:.1}", median(l, &|r| r.wire_bytes_per_reading)),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "run",
+            "rounds",
+            "agent CPU ms/1k per round",
+            "median CPU ms/1k",
+            "median / baseline",
+            "median p50 ms",
+            "median p99 ms",
+            "median peak RSS MiB",
+            "wire B/reading",
+        ],
+        &rows,
+    );
+}
+
 pub fn ratios(runs: &[Run], baseline_label: &str) {
     let mut rows = Vec::new();
     for r in runs.iter().filter(|r| r.label != baseline_label) {
