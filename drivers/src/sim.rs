@@ -201,24 +201,26 @@ impl Device for SimDevice {
 }
 
 async fn run(dev: SimDevice, ctx: DeviceContext) {
-    let seed = dev.cfg.seed.unwrap_or_else(|| name_seed(&dev.name));
-    let device: Arc<str> = Arc::from(dev.name.as_str());
-    let mut tags: Vec<TagSim> = dev
-        .cfg
-        .tag
-        .iter()
+    // Take the config apart: the task keeps only what sampling needs (one `TagSim` per tag), not the
+    // parsed config beside it.
+    let SimDevice { name, cfg } = dev;
+    let SimConfig {
+        interval,
+        batch,
+        seed,
+        tag,
+    } = cfg;
+    let seed = seed.unwrap_or_else(|| name_seed(&name));
+    let mut shared = Shared::new(Arc::from(name.as_str()));
+    drop(name);
+    let mut tags: Vec<TagSim> = tag
+        .into_iter()
         .enumerate()
-        .map(|(i, t)| {
-            TagSim::new(
-                &device,
-                t.clone(),
-                seed.wrapping_add(i as u64 * 0x9E37_79B9),
-            )
-        })
+        .map(|(i, t)| TagSim::new(&mut shared, t, seed.wrapping_add(i as u64 * 0x9E37_79B9)))
         .collect();
-    let batch = dev.cfg.batch as usize;
-    let step = dev.cfg.interval / dev.cfg.batch;
-    let mut ticker = tokio::time::interval(dev.cfg.interval);
+    let step = interval / batch;
+    let batch = batch as usize;
+    let mut ticker = tokio::time::interval(interval);
     // A simulated line that fell behind catches up, like a gauge buffering its samples.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     ctx.metrics.set_state(DeviceState::Connected);
@@ -253,11 +255,50 @@ fn name_seed(name: &str) -> u64 {
     })
 }
 
+/// What the tags of one device share: the device name, the dropout reason and one allocation per
+/// distinct unit, so a tag costs its own name and state only.
+struct Shared {
+    device: Arc<str>,
+    dropout_reason: Arc<str>,
+    units: Vec<Arc<str>>,
+}
+
+impl Shared {
+    fn new(device: Arc<str>) -> Self {
+        Shared {
+            device,
+            dropout_reason: Arc::from("sim: dropout (device did not answer)"),
+            units: Vec::new(),
+        }
+    }
+
+    fn unit(&mut self, unit: &str) -> Arc<str> {
+        if let Some(u) = self.units.iter().find(|u| &***u == unit) {
+            return u.clone();
+        }
+        let u: Arc<str> = Arc::from(unit);
+        self.units.push(u.clone());
+        u
+    }
+}
+
+/// The sampling parameters of a tag (its `SimTag` less the name and unit, which readings carry as
+/// shared `Arc<str>`s).
+struct TagModel {
+    kind: TagKind,
+    mean: f64,
+    sigma: f64,
+    resolution: Option<f64>,
+    values: Box<[Arc<str>]>,
+    every: u64,
+    disturbance: Box<[Disturbance]>,
+}
+
 struct TagSim {
     device: Arc<str>,
     name: Arc<str>,
     unit: Option<Arc<str>>,
-    cfg: SimTag,
+    cfg: TagModel,
     rng: fastrand::Rng,
     index: u64,
     last: Option<Value>,
@@ -265,16 +306,35 @@ struct TagSim {
 }
 
 impl TagSim {
-    fn new(device: &Arc<str>, cfg: SimTag, seed: u64) -> Self {
+    fn new(shared: &mut Shared, cfg: SimTag, seed: u64) -> Self {
+        let SimTag {
+            name,
+            kind,
+            unit,
+            mean,
+            sigma,
+            resolution,
+            values,
+            every,
+            disturbance,
+        } = cfg;
         TagSim {
-            device: device.clone(),
-            name: Arc::from(cfg.name.as_str()),
-            unit: cfg.unit.as_deref().map(Arc::from),
-            cfg,
+            device: shared.device.clone(),
+            name: Arc::from(name.as_str()),
+            unit: unit.as_deref().map(|u| shared.unit(u)),
+            cfg: TagModel {
+                kind,
+                mean,
+                sigma,
+                resolution,
+                values: values.iter().map(|v| Arc::from(v.as_str())).collect(),
+                every,
+                disturbance: disturbance.into_boxed_slice(),
+            },
             rng: fastrand::Rng::with_seed(seed),
             index: 0,
             last: None,
-            dropout_reason: Arc::from("sim: dropout (device did not answer)"),
+            dropout_reason: shared.dropout_reason.clone(),
         }
     }
 
@@ -311,7 +371,7 @@ impl TagSim {
             TagKind::Cycle => {
                 let n = self.cfg.values.len() as u64;
                 let idx = ((i / self.cfg.every) % n) as usize;
-                Value::Str(Arc::from(self.cfg.values[idx].as_str()))
+                Value::Str(self.cfg.values[idx].clone())
             }
             TagKind::Gauge | TagKind::Count => {
                 let base_sigma = if self.cfg.kind == TagKind::Count {
@@ -378,7 +438,7 @@ mod tests {
 
     fn tag(toml_text: &str) -> TagSim {
         let cfg: SimTag = toml::from_str(toml_text).unwrap();
-        TagSim::new(&Arc::from("d"), cfg, 1)
+        TagSim::new(&mut Shared::new(Arc::from("d")), cfg, 1)
     }
 
     fn values(t: &mut TagSim, n: usize) -> Vec<f64> {

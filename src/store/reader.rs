@@ -1,7 +1,7 @@
 //! Read-only access for the forwarder and for rebuilding state after a restart. WAL lets readers run
 //! beside the writer without blocking it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -96,13 +96,30 @@ impl StoreReader {
                 r.get::<_, String>(3)?,
             ))
         })?;
+        // A tag id's names never change, so known ids are kept; device and unit names are shared
+        // among the tags that have them (one allocation per device, not one per tag).
+        let mut names: HashSet<Arc<str>> = self
+            .tags
+            .values()
+            .flat_map(|(d, _, u)| std::iter::once(d).chain(u))
+            .cloned()
+            .collect();
+        let mut shared = |text: &str| match names.get(text) {
+            Some(a) => a.clone(),
+            None => {
+                let a: Arc<str> = Arc::from(text);
+                names.insert(a.clone());
+                a
+            }
+        };
         for row in rows {
             let (id, device, tag, unit) = row?;
-            let unit = (!unit.is_empty()).then(|| Arc::from(unit.as_str()));
-            self.tags.insert(
-                id,
-                (Arc::from(device.as_str()), Arc::from(tag.as_str()), unit),
-            );
+            if self.tags.contains_key(&id) {
+                continue;
+            }
+            let unit = (!unit.is_empty()).then(|| shared(&unit));
+            self.tags
+                .insert(id, (shared(&device), Arc::from(tag.as_str()), unit));
         }
         Ok(())
     }
