@@ -235,7 +235,7 @@ async fn run(dev: SimDevice, ctx: DeviceContext) {
             let back = step * (batch - 1 - k) as u32;
             let ts = now - chrono::Duration::from_std(back).unwrap_or_default();
             for tag in tags.iter_mut() {
-                out.push(tag.sample(ts));
+                out.push(tag.sample(&shared, ts));
             }
         }
         ctx.metrics
@@ -294,15 +294,14 @@ struct TagModel {
     disturbance: Box<[Disturbance]>,
 }
 
+/// One tag's sampling state; what all tags of the device share is passed in (`Shared`), not kept per tag.
 struct TagSim {
-    device: Arc<str>,
     name: Arc<str>,
     unit: Option<Arc<str>>,
     cfg: TagModel,
     rng: fastrand::Rng,
     index: u64,
     last: Option<Value>,
-    dropout_reason: Arc<str>,
 }
 
 impl TagSim {
@@ -319,7 +318,6 @@ impl TagSim {
             disturbance,
         } = cfg;
         TagSim {
-            device: shared.device.clone(),
             name: Arc::from(name.as_str()),
             unit: unit.as_deref().map(|u| shared.unit(u)),
             cfg: TagModel {
@@ -334,11 +332,10 @@ impl TagSim {
             rng: fastrand::Rng::with_seed(seed),
             index: 0,
             last: None,
-            dropout_reason: shared.dropout_reason.clone(),
         }
     }
 
-    fn sample(&mut self, ts: chrono::DateTime<Utc>) -> Reading {
+    fn sample(&mut self, shared: &Shared, ts: chrono::DateTime<Utc>) -> Reading {
         let i = self.index;
         self.index += 1;
         let active = |kind| {
@@ -349,10 +346,10 @@ impl TagSim {
         };
         if active(DisturbanceKind::Dropout).next().is_some() {
             return Reading::bad(
-                &self.device,
+                &shared.device,
                 &self.name,
                 ts,
-                self.dropout_reason.clone(),
+                shared.dropout_reason.clone(),
                 self.unit.as_ref(),
             );
         }
@@ -360,7 +357,7 @@ impl TagSim {
             && let Some(last) = &self.last
         {
             return Reading::good(
-                &self.device,
+                &shared.device,
                 &self.name,
                 ts,
                 last.clone(),
@@ -402,7 +399,7 @@ impl TagSim {
             }
         };
         self.last = Some(value.clone());
-        Reading::good(&self.device, &self.name, ts, value, self.unit.as_ref())
+        Reading::good(&shared.device, &self.name, ts, value, self.unit.as_ref())
     }
 }
 
@@ -436,12 +433,26 @@ fn poisson(rng: &mut fastrand::Rng, lambda: f64) -> i64 {
 mod tests {
     use super::*;
 
-    fn tag(toml_text: &str) -> TagSim {
-        let cfg: SimTag = toml::from_str(toml_text).unwrap();
-        TagSim::new(&mut Shared::new(Arc::from("d")), cfg, 1)
+    /// A tag with the device's shared part.
+    struct OneTag {
+        shared: Shared,
+        sim: TagSim,
     }
 
-    fn values(t: &mut TagSim, n: usize) -> Vec<f64> {
+    impl OneTag {
+        fn sample(&mut self, ts: chrono::DateTime<Utc>) -> Reading {
+            self.sim.sample(&self.shared, ts)
+        }
+    }
+
+    fn tag(toml_text: &str) -> OneTag {
+        let cfg: SimTag = toml::from_str(toml_text).unwrap();
+        let mut shared = Shared::new(Arc::from("d"));
+        let sim = TagSim::new(&mut shared, cfg, 1);
+        OneTag { shared, sim }
+    }
+
+    fn values(t: &mut OneTag, n: usize) -> Vec<f64> {
         (0..n)
             .map(|_| {
                 t.sample(Utc::now())
@@ -526,6 +537,32 @@ mod tests {
         let issues = parse("d", table).err().unwrap();
         let paths: Vec<_> = issues.iter().map(|i| i.path.as_str()).collect();
         assert_eq!(paths, ["interval", "tag[0].sigma", "tag[1].name"]);
+    }
+
+    #[test]
+    fn a_tag_keeps_only_its_name_and_sampling_state() {
+        // Per configured tag the task holds one `TagSim` (152 bytes on 64-bit: name, unit, the
+        // model, rng, index, last value): no copy of the parsed `SimTag` (name and unit strings)
+        // beside it, no device name or dropout reason per tag.
+        assert!(
+            std::mem::size_of::<TagSim>() <= 152,
+            "TagSim grew to {} bytes",
+            std::mem::size_of::<TagSim>()
+        );
+        let mut shared = Shared::new(Arc::from("d"));
+        let a: SimTag = toml::from_str("name='a'\nunit='mm'\n").unwrap();
+        let b: SimTag = toml::from_str("name='b'\nunit='mm'\n").unwrap();
+        let (mut a, mut b) = (
+            TagSim::new(&mut shared, a, 1),
+            TagSim::new(&mut shared, b, 2),
+        );
+        let (ra, rb) = (a.sample(&shared, Utc::now()), b.sample(&shared, Utc::now()));
+        assert!(Arc::ptr_eq(&ra.device, &rb.device));
+        assert!(!Arc::ptr_eq(&ra.tag, &rb.tag));
+        let (Some(ua), Some(ub)) = (&ra.unit, &rb.unit) else {
+            panic!("units kept");
+        };
+        assert!(Arc::ptr_eq(ua, ub), "one allocation per distinct unit");
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
