@@ -201,24 +201,26 @@ impl Device for SimDevice {
 }
 
 async fn run(dev: SimDevice, ctx: DeviceContext) {
-    let seed = dev.cfg.seed.unwrap_or_else(|| name_seed(&dev.name));
-    let device: Arc<str> = Arc::from(dev.name.as_str());
-    let mut tags: Vec<TagSim> = dev
-        .cfg
-        .tag
-        .iter()
+    // Take the config apart: the task keeps only what sampling needs (one `TagSim` per tag), not the
+    // parsed config beside it.
+    let SimDevice { name, cfg } = dev;
+    let SimConfig {
+        interval,
+        batch,
+        seed,
+        tag,
+    } = cfg;
+    let seed = seed.unwrap_or_else(|| name_seed(&name));
+    let mut shared = Shared::new(Arc::from(name.as_str()));
+    drop(name);
+    let mut tags: Vec<TagSim> = tag
+        .into_iter()
         .enumerate()
-        .map(|(i, t)| {
-            TagSim::new(
-                &device,
-                t.clone(),
-                seed.wrapping_add(i as u64 * 0x9E37_79B9),
-            )
-        })
+        .map(|(i, t)| TagSim::new(&mut shared, t, seed.wrapping_add(i as u64 * 0x9E37_79B9)))
         .collect();
-    let batch = dev.cfg.batch as usize;
-    let step = dev.cfg.interval / dev.cfg.batch;
-    let mut ticker = tokio::time::interval(dev.cfg.interval);
+    let step = interval / batch;
+    let batch = batch as usize;
+    let mut ticker = tokio::time::interval(interval);
     // A simulated line that fell behind catches up, like a gauge buffering its samples.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     ctx.metrics.set_state(DeviceState::Connected);
@@ -233,7 +235,7 @@ async fn run(dev: SimDevice, ctx: DeviceContext) {
             let back = step * (batch - 1 - k) as u32;
             let ts = now - chrono::Duration::from_std(back).unwrap_or_default();
             for tag in tags.iter_mut() {
-                out.push(tag.sample(ts));
+                out.push(tag.sample(&shared, ts));
             }
         }
         ctx.metrics
@@ -253,32 +255,87 @@ fn name_seed(name: &str) -> u64 {
     })
 }
 
-struct TagSim {
+/// What the tags of one device share: the device name, the dropout reason and one allocation per
+/// distinct unit, so a tag costs its own name and state only.
+struct Shared {
     device: Arc<str>,
-    name: Arc<str>,
-    unit: Option<Arc<str>>,
-    cfg: SimTag,
-    rng: fastrand::Rng,
-    index: u64,
-    last: Option<Value>,
     dropout_reason: Arc<str>,
+    units: Vec<Arc<str>>,
 }
 
-impl TagSim {
-    fn new(device: &Arc<str>, cfg: SimTag, seed: u64) -> Self {
-        TagSim {
-            device: device.clone(),
-            name: Arc::from(cfg.name.as_str()),
-            unit: cfg.unit.as_deref().map(Arc::from),
-            cfg,
-            rng: fastrand::Rng::with_seed(seed),
-            index: 0,
-            last: None,
+impl Shared {
+    fn new(device: Arc<str>) -> Self {
+        Shared {
+            device,
             dropout_reason: Arc::from("sim: dropout (device did not answer)"),
+            units: Vec::new(),
         }
     }
 
-    fn sample(&mut self, ts: chrono::DateTime<Utc>) -> Reading {
+    fn unit(&mut self, unit: &str) -> Arc<str> {
+        if let Some(u) = self.units.iter().find(|u| &***u == unit) {
+            return u.clone();
+        }
+        let u: Arc<str> = Arc::from(unit);
+        self.units.push(u.clone());
+        u
+    }
+}
+
+/// The sampling parameters of a tag (its `SimTag` less the name and unit, which readings carry as
+/// shared `Arc<str>`s).
+struct TagModel {
+    kind: TagKind,
+    mean: f64,
+    sigma: f64,
+    resolution: Option<f64>,
+    values: Box<[Arc<str>]>,
+    every: u64,
+    disturbance: Box<[Disturbance]>,
+}
+
+/// One tag's sampling state; what all tags of the device share is passed in (`Shared`), not kept per tag.
+struct TagSim {
+    name: Arc<str>,
+    unit: Option<Arc<str>>,
+    cfg: TagModel,
+    rng: fastrand::Rng,
+    index: u64,
+    last: Option<Value>,
+}
+
+impl TagSim {
+    fn new(shared: &mut Shared, cfg: SimTag, seed: u64) -> Self {
+        let SimTag {
+            name,
+            kind,
+            unit,
+            mean,
+            sigma,
+            resolution,
+            values,
+            every,
+            disturbance,
+        } = cfg;
+        TagSim {
+            name: Arc::from(name.as_str()),
+            unit: unit.as_deref().map(|u| shared.unit(u)),
+            cfg: TagModel {
+                kind,
+                mean,
+                sigma,
+                resolution,
+                values: values.iter().map(|v| Arc::from(v.as_str())).collect(),
+                every,
+                disturbance: disturbance.into_boxed_slice(),
+            },
+            rng: fastrand::Rng::with_seed(seed),
+            index: 0,
+            last: None,
+        }
+    }
+
+    fn sample(&mut self, shared: &Shared, ts: chrono::DateTime<Utc>) -> Reading {
         let i = self.index;
         self.index += 1;
         let active = |kind| {
@@ -289,10 +346,10 @@ impl TagSim {
         };
         if active(DisturbanceKind::Dropout).next().is_some() {
             return Reading::bad(
-                &self.device,
+                &shared.device,
                 &self.name,
                 ts,
-                self.dropout_reason.clone(),
+                shared.dropout_reason.clone(),
                 self.unit.as_ref(),
             );
         }
@@ -300,7 +357,7 @@ impl TagSim {
             && let Some(last) = &self.last
         {
             return Reading::good(
-                &self.device,
+                &shared.device,
                 &self.name,
                 ts,
                 last.clone(),
@@ -311,7 +368,7 @@ impl TagSim {
             TagKind::Cycle => {
                 let n = self.cfg.values.len() as u64;
                 let idx = ((i / self.cfg.every) % n) as usize;
-                Value::Str(Arc::from(self.cfg.values[idx].as_str()))
+                Value::Str(self.cfg.values[idx].clone())
             }
             TagKind::Gauge | TagKind::Count => {
                 let base_sigma = if self.cfg.kind == TagKind::Count {
@@ -342,7 +399,7 @@ impl TagSim {
             }
         };
         self.last = Some(value.clone());
-        Reading::good(&self.device, &self.name, ts, value, self.unit.as_ref())
+        Reading::good(&shared.device, &self.name, ts, value, self.unit.as_ref())
     }
 }
 
@@ -376,12 +433,26 @@ fn poisson(rng: &mut fastrand::Rng, lambda: f64) -> i64 {
 mod tests {
     use super::*;
 
-    fn tag(toml_text: &str) -> TagSim {
-        let cfg: SimTag = toml::from_str(toml_text).unwrap();
-        TagSim::new(&Arc::from("d"), cfg, 1)
+    /// A tag with the device's shared part.
+    struct OneTag {
+        shared: Shared,
+        sim: TagSim,
     }
 
-    fn values(t: &mut TagSim, n: usize) -> Vec<f64> {
+    impl OneTag {
+        fn sample(&mut self, ts: chrono::DateTime<Utc>) -> Reading {
+            self.sim.sample(&self.shared, ts)
+        }
+    }
+
+    fn tag(toml_text: &str) -> OneTag {
+        let cfg: SimTag = toml::from_str(toml_text).unwrap();
+        let mut shared = Shared::new(Arc::from("d"));
+        let sim = TagSim::new(&mut shared, cfg, 1);
+        OneTag { shared, sim }
+    }
+
+    fn values(t: &mut OneTag, n: usize) -> Vec<f64> {
         (0..n)
             .map(|_| {
                 t.sample(Utc::now())
@@ -466,6 +537,32 @@ mod tests {
         let issues = parse("d", table).err().unwrap();
         let paths: Vec<_> = issues.iter().map(|i| i.path.as_str()).collect();
         assert_eq!(paths, ["interval", "tag[0].sigma", "tag[1].name"]);
+    }
+
+    #[test]
+    fn a_tag_keeps_only_its_name_and_sampling_state() {
+        // Per configured tag the task holds one `TagSim` (152 bytes on 64-bit: name, unit, the
+        // model, rng, index, last value): no copy of the parsed `SimTag` (name and unit strings)
+        // beside it, no device name or dropout reason per tag.
+        assert!(
+            std::mem::size_of::<TagSim>() <= 152,
+            "TagSim grew to {} bytes",
+            std::mem::size_of::<TagSim>()
+        );
+        let mut shared = Shared::new(Arc::from("d"));
+        let a: SimTag = toml::from_str("name='a'\nunit='mm'\n").unwrap();
+        let b: SimTag = toml::from_str("name='b'\nunit='mm'\n").unwrap();
+        let (mut a, mut b) = (
+            TagSim::new(&mut shared, a, 1),
+            TagSim::new(&mut shared, b, 2),
+        );
+        let (ra, rb) = (a.sample(&shared, Utc::now()), b.sample(&shared, Utc::now()));
+        assert!(Arc::ptr_eq(&ra.device, &rb.device));
+        assert!(!Arc::ptr_eq(&ra.tag, &rb.tag));
+        let (Some(ua), Some(ub)) = (&ra.unit, &rb.unit) else {
+            panic!("units kept");
+        };
+        assert!(Arc::ptr_eq(ua, ub), "one allocation per distinct unit");
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]

@@ -1,7 +1,7 @@
 //! Read-only access for the forwarder and for rebuilding state after a restart. WAL lets readers run
 //! beside the writer without blocking it.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -27,7 +27,9 @@ type Row = (
 
 pub struct StoreReader {
     conn: Connection,
-    tags: HashMap<i64, TagKey>,
+    /// Names by tag id. Ids are dense (SQLite rowids from 1, tags are never deleted; the writer indexes
+    /// its counters by them too), so a slice by id: 48 bytes a tag instead of ~90 in a hash map.
+    tags: Vec<Option<TagKey>>,
     epoch: u64,
     /// Where skipped (unreadable) ranges are reported, when this reader belongs to a running store.
     report: Option<flume::Sender<Control>>,
@@ -45,7 +47,7 @@ impl StoreReader {
         let epoch = schema::meta_get(&conn, keys::EPOCH)?.unwrap_or(0).max(0) as u64;
         Ok(StoreReader {
             conn,
-            tags: HashMap::new(),
+            tags: Vec::new(),
             epoch,
             report: None,
             bound: None,
@@ -88,23 +90,56 @@ impl StoreReader {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT id, device, tag, unit FROM tags")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })?;
-        for row in rows {
-            let (id, device, tag, unit) = row?;
-            let unit = (!unit.is_empty()).then(|| Arc::from(unit.as_str()));
-            self.tags.insert(
-                id,
-                (Arc::from(device.as_str()), Arc::from(tag.as_str()), unit),
-            );
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        // A tag id's names never change, so known ids are kept; device and unit names are shared
+        // among the tags that have them (one allocation per device, not one per tag).
+        let mut names: HashSet<Arc<str>> = self
+            .tags
+            .iter()
+            .flatten()
+            .flat_map(|(d, _, u)| std::iter::once(d).chain(u))
+            .cloned()
+            .collect();
+        let mut shared = |text: &str| match names.get(text) {
+            Some(a) => a.clone(),
+            None => {
+                let a: Arc<str> = Arc::from(text);
+                names.insert(a.clone());
+                a
+            }
+        };
+        let len = rows
+            .iter()
+            .filter_map(|(id, ..)| usize::try_from(*id).ok())
+            .max()
+            .map_or(0, |m| m + 1);
+        if len > self.tags.len() {
+            self.tags.reserve_exact(len - self.tags.len());
+            self.tags.resize(len, None);
+        }
+        for (id, device, tag, unit) in rows {
+            let Some(slot) = usize::try_from(id).ok().and_then(|i| self.tags.get_mut(i)) else {
+                continue;
+            };
+            if slot.is_none() {
+                let unit = (!unit.is_empty()).then(|| shared(&unit));
+                *slot = Some((shared(&device), Arc::from(tag.as_str()), unit));
+            }
         }
         Ok(())
+    }
+
+    fn tag(&self, id: i64) -> Option<&TagKey> {
+        self.tags.get(usize::try_from(id).ok()?)?.as_ref()
     }
 
     /// Up to `limit` readings with seq > `after`, in seq order (the forwarder's reader: none above the
@@ -273,8 +308,11 @@ impl StoreReader {
         let ids: Vec<i64> = self
             .tags
             .iter()
-            .filter(|(_, (d, t, _))| &**d == device && &**t == tag)
-            .map(|(id, _)| *id)
+            .enumerate()
+            .filter_map(|(id, k)| {
+                let (d, t, _) = k.as_ref()?;
+                (&**d == device && &**t == tag).then_some(id as i64)
+            })
             .collect();
         let mut out = Vec::new();
         for id in ids {
@@ -327,10 +365,10 @@ impl StoreReader {
         };
         let mut out = Vec::with_capacity(rows.len());
         for (seq, tag_id, ts, kind, value, quality, reason) in rows {
-            if !self.tags.contains_key(&tag_id) {
+            if self.tag(tag_id).is_none() {
                 self.load_tags()?;
             }
-            let Some((device, tag, unit)) = self.tags.get(&tag_id) else {
+            let Some((device, tag, unit)) = self.tag(tag_id) else {
                 tracing::error!(seq, tag_id, "reading refers to an unknown tag; skipped");
                 continue;
             };

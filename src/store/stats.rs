@@ -1,7 +1,7 @@
 //! Counters the store keeps for metrics and the status message.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default)]
 pub struct StoreStats {
@@ -44,12 +44,30 @@ pub struct StoreStats {
     pub tags: Mutex<Vec<TagCounters>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Per-tag counts. The names are shared with the writer's tag table (no copy per tag).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagCounters {
-    pub device: String,
-    pub tag: String,
+    pub device: Arc<str>,
+    pub tag: Arc<str>,
     pub committed: u64,
     pub bad: u64,
+}
+
+impl Default for TagCounters {
+    fn default() -> Self {
+        TagCounters {
+            device: empty(),
+            tag: empty(),
+            committed: 0,
+            bad: 0,
+        }
+    }
+}
+
+/// One shared empty name for unused counter slots (an `Arc<str>` of "" still allocates its counts).
+fn empty() -> Arc<str> {
+    static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from("")).clone()
 }
 
 impl StoreStats {

@@ -21,8 +21,12 @@ use super::tag_cache::TagCache;
 use super::{Committed, Control};
 use crate::config::StoreConfig;
 
-/// device → tag → [(unit, tag id)].
-type TagIds = HashMap<Arc<str>, HashMap<Arc<str>, Vec<(Option<Arc<str>>, i64)>>>;
+/// Tags a batch added: (id, device, tag), clones of the readings' `Arc`s.
+type NewTags = Vec<(i64, Arc<str>, Arc<str>)>;
+
+/// device → tag → [(unit, tag id)]: one entry per unit the tag was seen with, almost always one, so an
+/// exactly sized slice rather than a `Vec` (which would reserve four).
+type TagIds = HashMap<Arc<str>, HashMap<Arc<str>, Box<[(Option<Arc<str>>, i64)]>>>;
 
 pub(super) struct Writer {
     pub(super) cfg: StoreConfig,
@@ -212,14 +216,17 @@ impl Writer {
             .tags
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut units: Vec<Arc<str>> = Vec::new();
         for row in rows {
             let (id, device, tag, unit) = row?;
-            self.tag_ids
-                .entry(Arc::from(device.as_str()))
-                .or_default()
-                .entry(Arc::from(tag.as_str()))
-                .or_default()
-                .push(((!unit.is_empty()).then(|| Arc::from(unit.as_str())), id));
+            // One allocation per device and per distinct unit, shared by the id map and the counters.
+            let device = match self.tag_ids.get_key_value(device.as_str()) {
+                Some((d, _)) => d.clone(),
+                None => Arc::from(device.as_str()),
+            };
+            let unit = (!unit.is_empty()).then(|| intern(&mut units, &unit));
+            let tag: Arc<str> = Arc::from(tag.as_str());
+            add_tag(&mut self.tag_ids, &device, &tag, unit, id);
             let idx = id as usize;
             if counters.len() <= idx {
                 counters.resize(idx + 1, TagCounters::default());
@@ -231,6 +238,7 @@ impl Writer {
                 bad: 0,
             };
         }
+        counters.shrink_to_fit();
         Ok(())
     }
 
@@ -540,7 +548,7 @@ impl Writer {
 
     /// Inserts and commits the batch; returns the tags it added. Rows go in [`ROWS_PER_INSERT`] at a
     /// time through one cached multi-row statement, values bound straight from the readings.
-    fn write_batch(&mut self, pending: &[Reading]) -> rusqlite::Result<Vec<(i64, String, String)>> {
+    fn write_batch(&mut self, pending: &[Reading]) -> rusqlite::Result<NewTags> {
         let first_seq = self.next_seq;
         let tx = self.conn.transaction()?;
         let mut new_tags = Vec::new();
@@ -555,8 +563,8 @@ impl Writer {
                             Some(id) => id,
                             None => {
                                 let id = intern_tag(&tx, r)?;
-                                add_tag(&mut self.tag_ids, r, id);
-                                new_tags.push((id, r.device.to_string(), r.tag.to_string()));
+                                add_tag(&mut self.tag_ids, &r.device, &r.tag, r.unit.clone(), id);
+                                new_tags.push((id, r.device.clone(), r.tag.clone()));
                                 id
                             }
                         };
@@ -606,12 +614,17 @@ impl Writer {
         Ok(new_tags)
     }
 
-    fn publish_tag_counts(&mut self, new_tags: Vec<(i64, String, String)>) {
+    fn publish_tag_counts(&mut self, new_tags: NewTags) {
         let mut counters = self
             .stats
             .tags
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Grow once per batch to what it needs: growing per tag would double the capacity.
+        let needed = new_tags.iter().map(|(id, ..)| *id as usize + 1).max();
+        if let Some(extra) = needed.and_then(|n| n.checked_sub(counters.len())) {
+            counters.reserve_exact(extra);
+        }
         for (id, device, tag) in new_tags {
             let idx = id as usize;
             if counters.len() <= idx {
@@ -639,12 +652,27 @@ fn lookup(ids: &TagIds, r: &Reading) -> Option<i64> {
         .map(|(_, id)| *id)
 }
 
-fn add_tag(ids: &mut TagIds, r: &Reading, id: i64) {
-    ids.entry(r.device.clone())
+/// Records `id` for (device, tag, unit); the map keeps clones of the given `Arc`s (no new strings).
+fn add_tag(ids: &mut TagIds, device: &Arc<str>, tag: &Arc<str>, unit: Option<Arc<str>>, id: i64) {
+    let units = ids
+        .entry(device.clone())
         .or_default()
-        .entry(r.tag.clone())
-        .or_default()
-        .push((r.unit.clone(), id));
+        .entry(tag.clone())
+        .or_default();
+    let mut grown = Vec::with_capacity(units.len() + 1);
+    grown.extend(units.iter().cloned());
+    grown.push((unit, id));
+    *units = grown.into_boxed_slice();
+}
+
+/// The shared allocation of `text` among `seen` (a handful of distinct units).
+fn intern(seen: &mut Vec<Arc<str>>, text: &str) -> Arc<str> {
+    if let Some(a) = seen.iter().find(|a| &***a == text) {
+        return a.clone();
+    }
+    let a: Arc<str> = Arc::from(text);
+    seen.push(a.clone());
+    a
 }
 
 fn intern_tag(tx: &rusqlite::Transaction<'_>, r: &Reading) -> rusqlite::Result<i64> {

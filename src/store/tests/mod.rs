@@ -203,3 +203,4 @@ async fn the_budget_prunes_oldest_first_and_counts_unforwarded_drops() {
 }
 
 mod integrity;
+mod tag_memory;

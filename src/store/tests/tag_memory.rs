@@ -1,0 +1,94 @@
+//! Memory per configured tag (issue 14): the store's tag tables share one allocation per name instead
+//! of copying it, so an idle agent with 10,000 tags does not hold tens of thousands of small strings.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use lineside_drivers::{Quality, Reading, Value};
+
+use super::cfg;
+use crate::store::*;
+
+fn reading(device: &Arc<str>, tag: &Arc<str>, unit: &Arc<str>) -> Reading {
+    Reading {
+        device: device.clone(),
+        tag: tag.clone(),
+        ts: Utc::now(),
+        value: Some(Value::F64(1.0)),
+        quality: Quality::Good,
+        unit: Some(unit.clone()),
+    }
+}
+
+#[tokio::test]
+async fn tag_counters_share_the_readings_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&cfg(dir.path()), 16).unwrap();
+    let (d, u): (Arc<str>, Arc<str>) = (Arc::from("plc"), Arc::from("mm"));
+    let tags: Vec<Arc<str>> = (0..3)
+        .map(|i| Arc::from(format!("t{i}").as_str()))
+        .collect();
+    store
+        .sink()
+        .send(tags.iter().map(|t| reading(&d, t, &u)).collect())
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    let counters = store.stats().tag_counters();
+    assert_eq!(counters.len(), 3);
+    for c in &counters {
+        assert!(
+            Arc::ptr_eq(&c.device, &d),
+            "the device name is the reading's"
+        );
+        assert!(
+            tags.iter().any(|t| Arc::ptr_eq(&c.tag, t)),
+            "the tag name is the reading's, not a copy"
+        );
+    }
+    store.close();
+}
+
+#[tokio::test]
+async fn tags_loaded_at_start_share_device_and_unit_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, u): (Arc<str>, Arc<str>) = (Arc::from("plc"), Arc::from("mm"));
+    let tags: Vec<Arc<str>> = (0..3)
+        .map(|i| Arc::from(format!("t{i}").as_str()))
+        .collect();
+    {
+        let store = Store::open(&cfg(dir.path()), 16).unwrap();
+        store
+            .sink()
+            .send(tags.iter().map(|t| reading(&d, t, &u)).collect())
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        store.close();
+    }
+    // A restart: the writer and a reader load the tag table from the database.
+    let store = Store::open(&cfg(dir.path()), 16).unwrap();
+    let counters = store.stats().tag_counters();
+    assert_eq!(counters.len(), 3);
+    assert!(
+        counters
+            .windows(2)
+            .all(|w| Arc::ptr_eq(&w[0].device, &w[1].device)),
+        "one device name for all its tags in the writer's table"
+    );
+    let read = store.reader().unwrap().readings_after(0, 100).unwrap();
+    assert_eq!(read.len(), 3);
+    for w in read.windows(2) {
+        let (a, b) = (&w[0].reading, &w[1].reading);
+        assert!(
+            Arc::ptr_eq(&a.device, &b.device),
+            "one device name per reader"
+        );
+        let (Some(ua), Some(ub)) = (&a.unit, &b.unit) else {
+            panic!("units kept");
+        };
+        assert!(Arc::ptr_eq(ua, ub), "one unit name per reader");
+        assert!(!Arc::ptr_eq(&a.tag, &b.tag));
+    }
+    store.close();
+}
