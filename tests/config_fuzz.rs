@@ -356,8 +356,14 @@ fn check_passes_only_what_run_validates() {
 }
 
 /// Duration keys for which zero is a meaningful value (no pause, no limit).
-// `bad_heartbeat = "0s"` reports every bad reading (no report by exception).
-const ZERO_ALLOWED: &[&str] = &["inter_frame_delay", "rebirth_min_interval", "bad_heartbeat"];
+// `bad_heartbeat = "0s"` reports every bad reading (no report by exception); `commit_delay = "0s"`
+// commits as soon as the queue is empty.
+const ZERO_ALLOWED: &[&str] = &[
+    "inter_frame_delay",
+    "rebirth_min_interval",
+    "bad_heartbeat",
+    "commit_delay",
+];
 
 /// Every duration and size key the shipped configs show (set or commented out) has a range: an absurd
 /// value, and zero where zero makes no sense, is refused at its line with the range in the message.
