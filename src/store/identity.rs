@@ -146,7 +146,7 @@ pub fn settle(
     let db_epoch = schema::meta_get(conn, keys::EPOCH)?.map(|e| e as u64);
     let file = read_marks(marks_path);
     let marks = file.map(|(epoch, m)| (epoch, m.committed.readings, m.committed.events));
-    let reserved = file.map(|(epoch, m)| (epoch, m.reserved));
+    let reserved = file.map(|(_, m)| m.reserved);
     let (db_r, db_e) = (*next_seq - 1, *next_event_seq - 1);
     let file_reason = match (&marks, db_epoch) {
         (None, _) => None,
@@ -179,7 +179,7 @@ pub fn settle(
     };
     // Above the reservation too (a reservation of another epoch's file counts as well: its seqs may
     // have been published under the epoch the database does not have).
-    let (res_r, res_e) = reserved.map_or((0, 0), |(_, m)| (m.readings, m.events));
+    let (res_r, res_e) = reserved.map_or((0, 0), |m| (m.readings, m.events));
     let mut skip = None;
     let (epoch, reset) = match reason {
         Some(reason) => {

@@ -20,6 +20,7 @@ mod reader;
 mod schema;
 mod stats;
 mod tag_cache;
+mod tag_slots;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::model::{StoredEvent, StoredReading, Stream, from_micros, quality_from, value_from};
 use super::schema::{self, keys};
+use super::tag_slots::TagSlots;
 use super::{Committed, Control};
 
 /// (device, tag, unit) of a tag id.
@@ -27,9 +28,9 @@ type Row = (
 
 pub struct StoreReader {
     conn: Connection,
-    /// Names by tag id. Ids are dense (SQLite rowids from 1, tags are never deleted; the writer indexes
-    /// its counters by them too), so a slice by id: 48 bytes a tag instead of ~90 in a hash map.
-    tags: Vec<Option<TagKey>>,
+    /// Names by tag id. Ids are dense (SQLite rowids from 1, tags are never deleted), so mostly a slice
+    /// by id: 48 bytes a tag instead of ~90 in a hash map; a damaged id does not grow it.
+    tags: TagSlots<Option<TagKey>>,
     epoch: u64,
     /// Where skipped (unreadable) ranges are reported, when this reader belongs to a running store.
     report: Option<flume::Sender<Control>>,
@@ -47,7 +48,7 @@ impl StoreReader {
         let epoch = schema::meta_get(&conn, keys::EPOCH)?.unwrap_or(0).max(0) as u64;
         Ok(StoreReader {
             conn,
-            tags: Vec::new(),
+            tags: TagSlots::default(),
             epoch,
             report: None,
             bound: None,
@@ -89,7 +90,7 @@ impl StoreReader {
     fn load_tags(&mut self) -> rusqlite::Result<()> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT id, device, tag, unit FROM tags")?;
+            .prepare_cached("SELECT id, device, tag, unit FROM tags ORDER BY id")?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
@@ -105,7 +106,7 @@ impl StoreReader {
         let mut names: HashSet<Arc<str>> = self
             .tags
             .iter()
-            .flatten()
+            .filter_map(|(_, k)| k.as_ref())
             .flat_map(|(d, _, u)| std::iter::once(d).chain(u))
             .cloned()
             .collect();
@@ -117,19 +118,12 @@ impl StoreReader {
                 a
             }
         };
-        let len = rows
-            .iter()
-            .filter_map(|(id, ..)| usize::try_from(*id).ok())
-            .max()
-            .map_or(0, |m| m + 1);
-        if len > self.tags.len() {
-            self.tags.reserve_exact(len - self.tags.len());
-            self.tags.resize(len, None);
+        if let Some(max) = rows.iter().map(|(id, ..)| *id).max() {
+            self.tags.reserve_up_to(max);
         }
+        // In id order (the query asks for it), so the dense part grows by its bound and not past it.
         for (id, device, tag, unit) in rows {
-            let Some(slot) = usize::try_from(id).ok().and_then(|i| self.tags.get_mut(i)) else {
-                continue;
-            };
+            let slot = self.tags.slot(id);
             if slot.is_none() {
                 let unit = (!unit.is_empty()).then(|| shared(&unit));
                 *slot = Some((shared(&device), Arc::from(tag.as_str()), unit));
@@ -139,7 +133,7 @@ impl StoreReader {
     }
 
     fn tag(&self, id: i64) -> Option<&TagKey> {
-        self.tags.get(usize::try_from(id).ok()?)?.as_ref()
+        self.tags.get(id)?.as_ref()
     }
 
     /// Up to `limit` readings with seq > `after`, in seq order (the forwarder's reader: none above the
@@ -308,10 +302,9 @@ impl StoreReader {
         let ids: Vec<i64> = self
             .tags
             .iter()
-            .enumerate()
             .filter_map(|(id, k)| {
                 let (d, t, _) = k.as_ref()?;
-                (&**d == device && &**t == tag).then_some(id as i64)
+                (&**d == device && &**t == tag).then_some(id)
             })
             .collect();
         let mut out = Vec::new();

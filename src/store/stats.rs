@@ -3,6 +3,8 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+use super::tag_slots::TagSlots;
+
 #[derive(Debug, Default)]
 pub struct StoreStats {
     /// Readings received from drivers.
@@ -41,7 +43,7 @@ pub struct StoreStats {
     pub disk_bytes: AtomicU64,
     /// Timestamp (µs) of the oldest unforwarded reading at the last check, 0 when none.
     pub oldest_unforwarded_us: AtomicU64,
-    pub tags: Mutex<Vec<TagCounters>>,
+    pub tags: Mutex<TagSlots<TagCounters>>,
 }
 
 /// Per-tag counts. The names are shared with the writer's tag table (no copy per tag).
@@ -88,6 +90,7 @@ impl StoreStats {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
+            .map(|(_, c)| c)
             .filter(|c| !c.tag.is_empty())
             .cloned()
             .collect()

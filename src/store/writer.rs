@@ -17,6 +17,7 @@ use super::identity;
 use super::model::{CommittedBatch, Stream, micros, quality_code};
 use super::schema::{self, keys};
 use super::stats::{StoreStats, TagCounters};
+use super::tag_slots::TagSlots;
 use super::tag_cache::TagCache;
 use super::{Committed, Control};
 use crate::config::StoreConfig;
@@ -47,7 +48,7 @@ pub(super) struct Writer {
     /// The tag id of each reading of the batch being written (reused buffer).
     batch_ids: Vec<i64>,
     /// Per-tag counts accumulated in the current batch, indexed by tag id.
-    tag_counts: Vec<(u64, u64)>,
+    tag_counts: TagSlots<(u64, u64)>,
     pub(super) epoch: u64,
     pub(super) high_water: HighWater,
     /// The forwarder's acknowledged prefixes (see `Acked`), taken whenever the thread wakes.
@@ -157,7 +158,7 @@ impl Writer {
             tag_ids: HashMap::new(),
             tag_cache: TagCache::default(),
             batch_ids: Vec::new(),
-            tag_counts: Vec::new(),
+            tag_counts: TagSlots::default(),
             epoch,
             high_water: HighWater::new(marks, epoch),
             acked,
@@ -200,7 +201,7 @@ impl Writer {
     fn load_tags(&mut self) -> rusqlite::Result<()> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, device, tag, unit FROM tags")?;
+            .prepare("SELECT id, device, tag, unit FROM tags ORDER BY id")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -227,11 +228,7 @@ impl Writer {
             let unit = (!unit.is_empty()).then(|| intern(&mut units, &unit));
             let tag: Arc<str> = Arc::from(tag.as_str());
             add_tag(&mut self.tag_ids, &device, &tag, unit, id);
-            let idx = id as usize;
-            if counters.len() <= idx {
-                counters.resize(idx + 1, TagCounters::default());
-            }
-            counters[idx] = TagCounters {
+            *counters.slot(id) = TagCounters {
                 device,
                 tag,
                 committed: 0,
@@ -527,7 +524,7 @@ impl Writer {
                 self.arrivals.forget_mark(&self.conn);
                 self.tag_ids.clear();
                 self.tag_cache.clear();
-                self.tag_counts.iter_mut().for_each(|c| *c = (0, 0));
+                self.tag_counts.values_mut().for_each(|c| *c = (0, 0));
                 self.load_tags()?;
                 return Err(e);
             }
@@ -595,12 +592,9 @@ impl Writer {
                 }
             }
             for (r, &tag_id) in pending.iter().zip(&ids) {
-                let idx = tag_id as usize;
-                if self.tag_counts.len() <= idx {
-                    self.tag_counts.resize(idx + 1, (0, 0));
-                }
-                self.tag_counts[idx].0 += 1;
-                self.tag_counts[idx].1 += u64::from(!r.quality.is_good());
+                let counts = self.tag_counts.slot(tag_id);
+                counts.0 += 1;
+                counts.1 += u64::from(!r.quality.is_good());
             }
             self.batch_ids = ids;
             schema::meta_set(&tx, keys::NEXT_READING_SEQ, seq as i64)?;
@@ -621,22 +615,19 @@ impl Writer {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Grow once per batch to what it needs: growing per tag would double the capacity.
-        let needed = new_tags.iter().map(|(id, ..)| *id as usize + 1).max();
-        if let Some(extra) = needed.and_then(|n| n.checked_sub(counters.len())) {
-            counters.reserve_exact(extra);
+        if let Some(max) = new_tags.iter().map(|(id, ..)| *id).max() {
+            counters.reserve_up_to(max);
         }
         for (id, device, tag) in new_tags {
-            let idx = id as usize;
-            if counters.len() <= idx {
-                counters.resize(idx + 1, TagCounters::default());
-            }
-            counters[idx].device = device;
-            counters[idx].tag = tag;
+            let c = counters.slot(id);
+            c.device = device;
+            c.tag = tag;
         }
-        for (idx, (n, bad)) in self.tag_counts.iter_mut().enumerate() {
-            if *n > 0 && idx < counters.len() {
-                counters[idx].committed += *n;
-                counters[idx].bad += *bad;
+        for (id, (n, bad)) in self.tag_counts.iter_mut() {
+            if *n > 0 {
+                let c = counters.slot(id);
+                c.committed += *n;
+                c.bad += *bad;
                 *n = 0;
                 *bad = 0;
             }

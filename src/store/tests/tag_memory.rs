@@ -92,3 +92,49 @@ async fn tags_loaded_at_start_share_device_and_unit_names() {
     }
     store.close();
 }
+
+/// Tag ids come from the file: a damaged or hand-edited `tags` row with a huge or negative id must not
+/// make the writer or a reader allocate by it (they used to index vectors by id and would abort), and
+/// tags added after it still count and read back by name.
+#[tokio::test]
+async fn a_damaged_tag_id_neither_aborts_nor_loses_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, u): (Arc<str>, Arc<str>) = (Arc::from("plc"), Arc::from("mm"));
+    let t0: Arc<str> = Arc::from("t0");
+    {
+        let store = Store::open(&cfg(dir.path()), 16).unwrap();
+        store.sink().send(vec![reading(&d, &t0, &u)]).await.unwrap();
+        store.flush().await.unwrap();
+        store.close();
+    }
+    {
+        let conn = rusqlite::Connection::open(cfg(dir.path()).path).unwrap();
+        for (id, tag) in [(1i64 << 40, "far"), (-5, "negative"), (i64::MAX, "last")] {
+            conn.execute(
+                "INSERT INTO tags (id, device, tag, unit) VALUES (?1, 'plc', ?2, '')",
+                rusqlite::params![id, tag],
+            )
+            .unwrap();
+        }
+    }
+    let store = Store::open(&cfg(dir.path()), 16).unwrap();
+    // A new tag now gets an id SQLite picks above (or, past i64::MAX, anywhere among) the damaged ones.
+    let t1: Arc<str> = Arc::from("t1");
+    store
+        .sink()
+        .send(vec![reading(&d, &t0, &u), reading(&d, &t1, &u)])
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    let mut counters = store.stats().tag_counters();
+    counters.sort_by(|a, b| a.tag.cmp(&b.tag));
+    let counts: Vec<(&str, u64)> = counters.iter().map(|c| (&*c.tag, c.committed)).collect();
+    assert_eq!(
+        counts,
+        [("far", 0), ("last", 0), ("negative", 0), ("t0", 1), ("t1", 1)]
+    );
+    let read = store.reader().unwrap().readings_after(0, 100).unwrap();
+    let tags: Vec<&str> = read.iter().map(|r| &*r.reading.tag).collect();
+    assert_eq!(tags, ["t0", "t0", "t1"]);
+    store.close();
+}
