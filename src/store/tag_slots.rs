@@ -76,7 +76,8 @@ impl<T: Default> TagSlots<T> {
     /// capacity), within the same bound as [`TagSlots::slot`].
     pub fn reserve_up_to(&mut self, max_id: i64) {
         if let Some(i) = self.dense_index(max_id) {
-            self.dense.reserve_exact((i + 1).saturating_sub(self.dense.len()));
+            self.dense
+                .reserve_exact((i + 1).saturating_sub(self.dense.len()));
         }
     }
 
@@ -166,7 +167,10 @@ mod tests {
         // Now within reach: the dense part grows to it and takes its value along.
         assert_eq!(*s.slot(SLACK as i64 + 10), 7);
         assert_eq!(s.dense_len(), SLACK + 11);
-        assert_eq!(s.iter().filter(|(id, _)| *id == SLACK as i64 + 10).count(), 1);
+        assert_eq!(
+            s.iter().filter(|(id, _)| *id == SLACK as i64 + 10).count(),
+            1
+        );
         assert_eq!(s.get(SLACK as i64 + 10), Some(&7));
     }
 }

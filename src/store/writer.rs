@@ -17,8 +17,8 @@ use super::identity;
 use super::model::{CommittedBatch, Stream, micros, quality_code};
 use super::schema::{self, keys};
 use super::stats::{StoreStats, TagCounters};
-use super::tag_slots::TagSlots;
 use super::tag_cache::TagCache;
+use super::tag_slots::TagSlots;
 use super::{Committed, Control};
 use crate::config::StoreConfig;
 

@@ -131,7 +131,13 @@ async fn a_damaged_tag_id_neither_aborts_nor_loses_names() {
     let counts: Vec<(&str, u64)> = counters.iter().map(|c| (&*c.tag, c.committed)).collect();
     assert_eq!(
         counts,
-        [("far", 0), ("last", 0), ("negative", 0), ("t0", 1), ("t1", 1)]
+        [
+            ("far", 0),
+            ("last", 0),
+            ("negative", 0),
+            ("t0", 1),
+            ("t1", 1)
+        ]
     );
     let read = store.reader().unwrap().readings_after(0, 100).unwrap();
     let tags: Vec<&str> = read.iter().map(|r| &*r.reading.tag).collect();
