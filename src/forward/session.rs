@@ -428,23 +428,25 @@ impl Forwarder {
                         self.cfg.max_message_size as usize,
                         self.cfg.json,
                     );
-                    let mut hi = from;
+                    let (mut hi, mut packed) = (from, 0u64);
                     for r in &rows {
                         if !packer.push(r, room) {
                             break;
                         }
                         hi = r.seq;
+                        packed += 1;
                     }
-                    Ok((rows.is_empty(), packer.finish(), hi))
+                    Ok((rows.is_empty(), packer.finish(), hi, packed))
                 });
-                let (empty, messages, hi) = packed.map_err(FillError::Store)?;
+                let (empty, messages, hi, packed) = packed.map_err(FillError::Store)?;
                 if empty {
                     st.next.readings = committed.readings;
                     continue;
                 }
                 self.stats
                     .readings_from_store
-                    .fetch_add(hi.saturating_sub(from), Relaxed);
+                    // Counted, not `hi - from`: seqs skipped after an unclean stop are no readings.
+                    .fetch_add(packed, Relaxed);
                 self.publish_readings(st, client, limits, messages, hi)?;
                 st.next.readings = hi;
                 continue;

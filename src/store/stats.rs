@@ -44,6 +44,10 @@ pub struct StoreStats {
     /// Timestamp (µs) of the oldest unforwarded reading at the last check, 0 when none.
     pub oldest_unforwarded_us: AtomicU64,
     pub tags: Mutex<TagSlots<TagCounters>>,
+    /// Reading seqs `(gap_after, gap_to]` were never used: the start after an unclean stop (or a
+    /// reset) continued above the seqs reserved before it. Set once at open.
+    pub gap_after: AtomicU64,
+    pub gap_to: AtomicU64,
 }
 
 /// Per-tag counts. The names are shared with the writer's tag table (no copy per tag).
@@ -75,9 +79,16 @@ fn empty() -> Arc<str> {
 impl StoreStats {
     /// Readings committed but not yet acknowledged by the broker.
     pub fn backlog(&self) -> u64 {
+        let cursor = self.cursor_readings.load(Relaxed);
+        // The part of the unused seqs that is still above the cursor holds no readings.
+        let gap = self
+            .gap_to
+            .load(Relaxed)
+            .saturating_sub(self.gap_after.load(Relaxed).max(cursor));
         self.last_seq
             .load(Relaxed)
-            .saturating_sub(self.cursor_readings.load(Relaxed))
+            .saturating_sub(cursor)
+            .saturating_sub(gap)
     }
 
     /// The epoch as it appears in payloads.

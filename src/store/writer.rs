@@ -133,6 +133,10 @@ impl Writer {
             None => 0,
         };
         stats.epoch.store(epoch, Relaxed);
+        // Seqs between the last reading in the database and the next one to hand out hold nothing
+        // (skipped after an unclean stop, or a reset): the backlog does not count them.
+        stats.gap_after.store(max_seq, Relaxed);
+        stats.gap_to.store((next_seq - 1).max(max_seq), Relaxed);
         stats
             .dropped_unforwarded
             .store(get(keys::DROPPED_UNFORWARDED)?, Relaxed);

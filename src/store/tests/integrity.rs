@@ -638,3 +638,45 @@ async fn the_forwarding_reader_stops_at_the_durable_marks() {
     assert_eq!(reader.events_after(0, 10).unwrap().len(), 1);
     store.close();
 }
+
+/// After an unclean stop the seqs continue above the reservation; the unused seqs between are no
+/// backlog (the status page and metrics counted them until the forwarder passed the gap).
+#[tokio::test]
+async fn the_backlog_does_not_count_seqs_skipped_after_an_unclean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cfg(dir.path());
+    {
+        let store = Store::open(&cfg, 16).unwrap();
+        store
+            .sink()
+            .send((0..100).map(|i| reading("a", i as f64)).collect())
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        store.acker().ack(Stream::Readings, 40);
+        store.flush().await.unwrap();
+        store.close();
+    }
+    // What a kill -9 leaves: the marks file with the reservation still ahead of the commits.
+    let marks = identity::marks_path(&cfg.path);
+    let (epoch, mut m) = identity::read_marks(&marks).unwrap();
+    m.reserved.readings = 20_000;
+    identity::write_marks(&marks, epoch, m).unwrap();
+    let store = Store::open(&cfg, 16).unwrap();
+    store
+        .sink()
+        .send((0..10).map(|i| reading("a", i as f64)).collect())
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    let stats = store.stats();
+    assert_eq!(stats.last_seq.load(Relaxed), 20_010, "seqs continue above");
+    assert_eq!(stats.backlog(), 70, "60 unacknowledged before, 10 after");
+    store.acker().ack(Stream::Readings, 100);
+    store.flush().await.unwrap();
+    assert_eq!(stats.backlog(), 10, "the gap is not backlog");
+    store.acker().ack(Stream::Readings, 20_005);
+    store.flush().await.unwrap();
+    assert_eq!(stats.backlog(), 5);
+    store.close();
+}
