@@ -1,4 +1,4 @@
-//! Bytes on the wire per reading and CPU per 1,000 readings, JSON vs Sparkplug B, side by side in one
+//! Bytes on the wire per reading and CPU per 1,000 readings, JSON (default and compact) vs Sparkplug B, side by side in one
 //! run, through the encoders the forwarder uses (`forward::Packer`, `sparkplug::EdgeNode::pack`).
 //! Run: `cargo bench --bench encoding` (prints a table; no criterion statistics).
 //!
@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use lineside::config::JsonFormat;
 use lineside::forward::Packer;
 use lineside::sparkplug::{Catalog, DataType, EdgeNode, NodeTopics, PackLimits, TagSpec};
 use lineside::store::StoredReading;
@@ -91,11 +92,12 @@ struct Figures {
     extra: String,
 }
 
-fn json(rows: &[StoredReading], per_message: usize) -> Figures {
+fn json(rows: &[StoredReading], per_message: usize, format: JsonFormat) -> Figures {
     let cpu0 = cpu_time();
     let (mut messages, mut payload, mut wire) = (0, 0, 0);
     for chunk in rows.chunks(20_000) {
-        let mut packer = Packer::new("gw-1", "00000000000000e1", per_message, 256 * 1024);
+        let mut packer =
+            Packer::with_format("gw-1", "00000000000000e1", per_message, 256 * 1024, format);
         for r in chunk {
             assert!(packer.push(r, usize::MAX));
         }
@@ -107,7 +109,10 @@ fn json(rows: &[StoredReading], per_message: usize) -> Figures {
         }
     }
     Figures {
-        name: format!("JSON, {per_message}/msg"),
+        name: match format {
+            JsonFormat::Default => format!("JSON, {per_message}/msg"),
+            JsonFormat::Compact => format!("compact JSON, {per_message}/msg"),
+        },
         messages,
         payload,
         wire,
@@ -175,8 +180,10 @@ fn main() {
     let mut figures = Vec::new();
     for per_message in [10, 100, 1000] {
         // Warm up, then measure.
-        json(rows, per_message);
-        figures.push(json(rows, per_message));
+        for format in [JsonFormat::Default, JsonFormat::Compact] {
+            json(rows, per_message, format);
+            figures.push(json(rows, per_message, format));
+        }
         sparkplug(rows, per_message);
         figures.push(sparkplug(rows, per_message));
     }

@@ -108,14 +108,18 @@ struct Open {
     compact: Option<CompactTable>,
 }
 
+/// Tag table entries searched by a scan before a compact message's table gets a hash index.
+const LINEAR_TAGS: usize = 64;
+
 /// The compact format's per-message state: the time base and the tag table.
 struct CompactTable {
     t0_us: i64,
     /// Tag table entries in order of first appearance: (tag, unit).
     tags: Vec<(Arc<str>, Option<Arc<str>>)>,
-    /// Tag name to the entries with that name (one per unit seen, nearly always one). Looked up by
-    /// `&str`, so a hit clones nothing.
-    index: HashMap<Arc<str>, Vec<usize>>,
+    /// Tag name to the entries with that name (one per unit seen, nearly always one), made once the
+    /// table outgrows [`LINEAR_TAGS`] (below that a scan is cheaper than hashing every new name).
+    /// Looked up by `&str`, so a hit clones nothing.
+    index: Option<HashMap<Arc<str>, Vec<usize>>>,
     /// The entry after the last one used: a device's readings come in the same tag order every poll,
     /// so this guess nearly always matches and the map is not consulted.
     next_guess: usize,
@@ -128,7 +132,7 @@ impl CompactTable {
         CompactTable {
             t0_us,
             tags: Vec::new(),
-            index: HashMap::new(),
+            index: None,
             next_guess: 0,
             fixed_bytes: header_bytes + 64,
         }
@@ -155,10 +159,12 @@ impl CompactTable {
         };
         let found = match self.tags.get(guess) {
             Some(entry) if matches(entry) => Some(guess),
-            _ => self
-                .index
-                .get(&**tag)
-                .and_then(|ids| ids.iter().copied().find(|&i| matches(&self.tags[i]))),
+            _ => match &self.index {
+                None => self.tags.iter().position(matches),
+                Some(index) => index
+                    .get(&**tag)
+                    .and_then(|ids| ids.iter().copied().find(|&i| matches(&self.tags[i]))),
+            },
         };
         let i = match found {
             Some(i) => i,
@@ -166,7 +172,15 @@ impl CompactTable {
                 let i = self.tags.len();
                 self.fixed_bytes += tag.len() + unit.as_ref().map_or(0, |u| u.len() + 9) + 12;
                 self.tags.push((tag.clone(), unit.clone()));
-                self.index.entry(tag.clone()).or_default().push(i);
+                if let Some(index) = &mut self.index {
+                    index.entry(tag.clone()).or_default().push(i);
+                } else if self.tags.len() > LINEAR_TAGS {
+                    let mut index: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
+                    for (j, (t, _)) in self.tags.iter().enumerate() {
+                        index.entry(t.clone()).or_default().push(j);
+                    }
+                    self.index = Some(index);
+                }
                 i
             }
         };
@@ -200,15 +214,19 @@ impl<'a> Packer<'a> {
     }
 
     /// `{"agent":…,"epoch":…,"device":…` (left open for the readings).
-    fn header(&self, device: &str) -> Vec<u8> {
-        let mut h = Vec::with_capacity(self.max_bytes.min(64 * 1024));
-        h.extend_from_slice(b"{\"agent\":");
-        write_str(&mut h, self.agent);
-        h.extend_from_slice(b",\"epoch\":");
-        write_str(&mut h, self.epoch);
-        h.extend_from_slice(b",\"device\":");
-        write_str(&mut h, device);
-        h
+    fn write_header(&self, device: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"agent\":");
+        write_str(out, self.agent);
+        out.extend_from_slice(b",\"epoch\":");
+        write_str(out, self.epoch);
+        out.extend_from_slice(b",\"device\":");
+        write_str(out, device);
+    }
+
+    /// A message's first buffer: room for a message of the configured size (64 KiB at most; a
+    /// larger one grows).
+    fn message_buffer(&self) -> Vec<u8> {
+        Vec::with_capacity(self.max_bytes.min(64 * 1024))
     }
 
     pub fn messages(&self) -> usize {
@@ -277,16 +295,22 @@ impl<'a> Packer<'a> {
             JsonFormat::Default => {
                 self.scratch.clear();
                 encode_reading(seq, r, &mut self.scratch);
-                buf = self.header(device);
+                buf = self.message_buffer();
+                self.write_header(device, &mut buf);
                 buf.extend_from_slice(b",\"readings\":[");
                 None
             }
             JsonFormat::Compact => {
-                let header = self.header(device).len();
+                // The header's length, measured in the scratch buffer (it is written by `finish`).
+                self.scratch.clear();
+                let mut scratch = std::mem::take(&mut self.scratch);
+                self.write_header(device, &mut scratch);
+                let header = scratch.len();
+                self.scratch = scratch;
                 let mut table = CompactTable::new(r.ts.timestamp_micros(), header);
                 self.scratch.clear();
                 encode_compact(&mut table, seq, r, &mut self.scratch);
-                buf = Vec::with_capacity(self.max_bytes.min(64 * 1024));
+                buf = self.message_buffer();
                 Some(table)
             }
         };
@@ -309,7 +333,9 @@ impl<'a> Packer<'a> {
                 payload
             }
             Some(table) => {
-                let mut p = self.header(&o.device);
+                // Header and table (estimated by `fixed_bytes`), the readings, the closing.
+                let mut p = Vec::with_capacity(table.fixed_bytes + o.buf.len() + 4);
+                self.write_header(&o.device, &mut p);
                 p.extend_from_slice(b",\"t0\":");
                 p.extend_from_slice(itoa::Buffer::new().format(table.t0_us).as_bytes());
                 p.extend_from_slice(b",\"tags\":[");
