@@ -43,6 +43,19 @@ pub fn encode_reading(seq: u64, r: &Reading, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
+/// The length of `s` as a JSON string written by [`write_str`] (serde_json's escapes: `\"`, `\\`, the
+/// short forms of five control characters, `\u00XX` for the other ones).
+fn json_str_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | 0x08 | 0x0c | b'\n' | b'\r' | b'\t' => 2,
+            0x00..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
 /// A JSON string: text that needs no escape (no control character, quote or backslash; UTF-8 goes in
 /// as it is, as serde_json writes it) straight in, anything else through serde_json.
 fn write_str(out: &mut Vec<u8>, s: &str) {
@@ -170,7 +183,9 @@ impl CompactTable {
             Some(i) => i,
             None => {
                 let i = self.tags.len();
-                self.fixed_bytes += tag.len() + unit.as_ref().map_or(0, |u| u.len() + 9) + 12;
+                // `{"tag":…,"unit":…}` and its comma, escapes included.
+                self.fixed_bytes +=
+                    9 + json_str_len(tag) + unit.as_ref().map_or(0, |u| 8 + json_str_len(u));
                 self.tags.push((tag.clone(), unit.clone()));
                 if let Some(index) = &mut self.index {
                     index.entry(tag.clone()).or_default().push(i);
@@ -243,6 +258,7 @@ impl<'a> Packer<'a> {
         let device = &*r.device;
         let mut idx = self.open.iter().position(|o| o.device == device);
         if let Some(i) = idx {
+            let table_len = self.open[i].compact.as_ref().map(|c| c.tags.len());
             self.encode(Some(i), seq, r);
             let o = &self.open[i];
             let fixed = o.compact.as_ref().map_or(0, |c| c.fixed_bytes);
@@ -253,7 +269,11 @@ impl<'a> Packer<'a> {
                 if self.messages() + 1 > max_messages {
                     return false;
                 }
-                let o = self.open.swap_remove(i);
+                let mut o = self.open.swap_remove(i);
+                // A tag the reading that did not fit added to the table is not this message's.
+                if let (Some(table), Some(n)) = (o.compact.as_mut(), table_len) {
+                    table.tags.truncate(n);
+                }
                 let m = self.finish_one(o);
                 self.done.push(m);
                 idx = None;
@@ -550,13 +570,42 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_json_length_of_a_string_is_what_serde_json_writes() {
+        let mut texts: Vec<String> = (0u32..0x80)
+            .filter_map(char::from_u32)
+            .map(|c| format!("a{c}b"))
+            .collect();
+        texts.extend(["", "孔径", "😀\u{7f}", "\"\\\n"].map(String::from));
+        for t in &texts {
+            assert_eq!(
+                json_str_len(t),
+                serde_json::to_string(t).unwrap().len(),
+                "{t:?}"
+            );
+            let mut out = Vec::new();
+            write_str(&mut out, t);
+            assert_eq!(json_str_len(t), out.len(), "{t:?}");
+        }
+    }
+
     /// Random readings (escapes, CJK, the same tag with different units, names shared and not shared
     /// as `Arc`s, tag orders that change) packed in the compact format decode back to what went in.
     #[test]
     fn compact_messages_decode_to_the_readings_that_went_in() {
         use chrono::{TimeZone, Utc};
         let mut rng = fastrand::Rng::with_seed(17);
-        let texts = ["r0", "孔径", "a\"q", "b\\s", "nl\n", "😀", "", "r1", "r2"];
+        let texts = [
+            "r0",
+            "孔径",
+            "a\"q",
+            "b\\s",
+            "nl\n",
+            "😀",
+            "",
+            "r1",
+            "\u{1}\u{1f}\u{1}\u{1}",
+        ];
         let shared: Vec<Arc<str>> = texts.iter().map(|t| Arc::from(*t)).collect();
         let name = |rng: &mut fastrand::Rng| -> Arc<str> {
             let i = rng.usize(..texts.len());
@@ -567,11 +616,12 @@ mod tests {
             }
         };
         for round in 0..200 {
+            let max_bytes = rng.usize(300..20_000);
             let mut p = Packer::with_format(
                 "gw\"1",
                 "e",
                 rng.usize(1..300),
-                rng.usize(300..20_000),
+                max_bytes,
                 JsonFormat::Compact,
             );
             let mut want = Vec::new();
@@ -607,10 +657,22 @@ mod tests {
             }
             let mut got = Vec::new();
             for m in p.finish() {
+                assert!(
+                    m.payload.len() <= max_bytes,
+                    "{} > {max_bytes}",
+                    m.payload.len()
+                );
                 let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
                 assert_eq!(v["agent"], "gw\"1");
                 let t0 = v["t0"].as_i64().unwrap();
                 let tags = v["tags"].as_array().unwrap();
+                let used: std::collections::BTreeSet<u64> = v["readings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a[1].as_u64().unwrap())
+                    .collect();
+                assert_eq!(used.len(), tags.len(), "every table entry is used");
                 for a in v["readings"].as_array().unwrap() {
                     let entry = &tags[a[1].as_u64().unwrap() as usize];
                     got.push((
