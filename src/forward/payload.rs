@@ -43,6 +43,16 @@ pub fn encode_reading(seq: u64, r: &Reading, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
+/// A data message's opening, `{"agent":…,"epoch":…,"device":…`, left open for what follows.
+fn write_header(agent: &str, epoch: &str, device: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"agent\":");
+    write_str(out, agent);
+    out.extend_from_slice(b",\"epoch\":");
+    write_str(out, epoch);
+    out.extend_from_slice(b",\"device\":");
+    write_str(out, device);
+}
+
 /// The length of `s` as a JSON string written by [`write_str`] (serde_json's escapes: `\"`, `\\`, the
 /// short forms of five control characters, `\u00XX` for the other ones).
 fn json_str_len(s: &str) -> usize {
@@ -228,16 +238,6 @@ impl<'a> Packer<'a> {
         }
     }
 
-    /// `{"agent":…,"epoch":…,"device":…` (left open for the readings).
-    fn write_header(&self, device: &str, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"agent\":");
-        write_str(out, self.agent);
-        out.extend_from_slice(b",\"epoch\":");
-        write_str(out, self.epoch);
-        out.extend_from_slice(b",\"device\":");
-        write_str(out, device);
-    }
-
     /// A message's first buffer: room for a message of the configured size (64 KiB at most; a
     /// larger one grows).
     fn message_buffer(&self) -> Vec<u8> {
@@ -316,17 +316,15 @@ impl<'a> Packer<'a> {
                 self.scratch.clear();
                 encode_reading(seq, r, &mut self.scratch);
                 buf = self.message_buffer();
-                self.write_header(device, &mut buf);
+                write_header(self.agent, self.epoch, device, &mut buf);
                 buf.extend_from_slice(b",\"readings\":[");
                 None
             }
             JsonFormat::Compact => {
                 // The header's length, measured in the scratch buffer (it is written by `finish`).
                 self.scratch.clear();
-                let mut scratch = std::mem::take(&mut self.scratch);
-                self.write_header(device, &mut scratch);
-                let header = scratch.len();
-                self.scratch = scratch;
+                write_header(self.agent, self.epoch, device, &mut self.scratch);
+                let header = self.scratch.len();
                 let mut table = CompactTable::new(r.ts.timestamp_micros(), header);
                 self.scratch.clear();
                 encode_compact(&mut table, seq, r, &mut self.scratch);
@@ -355,7 +353,7 @@ impl<'a> Packer<'a> {
             Some(table) => {
                 // Header and table (estimated by `fixed_bytes`), the readings, the closing.
                 let mut p = Vec::with_capacity(table.fixed_bytes + o.buf.len() + 4);
-                self.write_header(&o.device, &mut p);
+                write_header(self.agent, self.epoch, &o.device, &mut p);
                 p.extend_from_slice(b",\"t0\":");
                 p.extend_from_slice(itoa::Buffer::new().format(table.t0_us).as_bytes());
                 p.extend_from_slice(b",\"tags\":[");

@@ -36,6 +36,9 @@ pub struct StoreReader {
     report: Option<flume::Sender<Control>>,
     /// The forwarder's reader reads nothing above the durable high-water marks.
     bound: Option<tokio::sync::watch::Receiver<Committed>>,
+    /// Times the tag table was read (tests: it is not reread per row).
+    #[cfg(test)]
+    pub(super) tag_loads: usize,
 }
 
 impl StoreReader {
@@ -52,6 +55,8 @@ impl StoreReader {
             epoch,
             report: None,
             bound: None,
+            #[cfg(test)]
+            tag_loads: 0,
         })
     }
 
@@ -88,6 +93,10 @@ impl StoreReader {
     }
 
     fn load_tags(&mut self) -> rusqlite::Result<()> {
+        #[cfg(test)]
+        {
+            self.tag_loads += 1;
+        }
         let mut stmt = self
             .conn
             .prepare_cached("SELECT id, device, tag, unit FROM tags ORDER BY id")?;
@@ -357,12 +366,18 @@ impl StoreReader {
             .collect::<rusqlite::Result<_>>()?
         };
         let mut out = Vec::with_capacity(rows.len());
+        // A tag this reader has not seen is loaded once per read, not once per row: a damaged table
+        // with thousands of rows naming a missing tag must not reread the tag table for each.
+        let (mut reloaded, mut unknown) = (false, 0u64);
+        let mut first_unknown = None;
         for (seq, tag_id, ts, kind, value, quality, reason) in rows {
-            if self.tag(tag_id).is_none() {
+            if self.tag(tag_id).is_none() && !reloaded {
                 self.load_tags()?;
+                reloaded = true;
             }
             let Some((device, tag, unit)) = self.tag(tag_id) else {
-                tracing::error!(seq, tag_id, "reading refers to an unknown tag; skipped");
+                unknown += 1;
+                first_unknown.get_or_insert((seq, tag_id));
                 continue;
             };
             out.push(StoredReading {
@@ -376,6 +391,14 @@ impl StoreReader {
                     unit: unit.clone(),
                 },
             });
+        }
+        if let Some((seq, tag_id)) = first_unknown {
+            tracing::error!(
+                first_seq = seq,
+                tag_id,
+                readings = unknown,
+                "readings refer to an unknown tag; skipped"
+            );
         }
         Ok(out)
     }

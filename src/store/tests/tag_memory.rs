@@ -144,3 +144,38 @@ async fn a_damaged_tag_id_neither_aborts_nor_loses_names() {
     assert_eq!(tags, ["t0", "t0", "t1"]);
     store.close();
 }
+
+/// Rows naming a tag the table does not have (a damaged database) are skipped, and the tag table is
+/// read again once per read, not once per such row.
+#[tokio::test]
+async fn readings_of_an_unknown_tag_are_skipped_with_one_reload_per_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, u): (Arc<str>, Arc<str>) = (Arc::from("plc"), Arc::from("mm"));
+    let t0: Arc<str> = Arc::from("t0");
+    {
+        let store = Store::open(&cfg(dir.path()), 16).unwrap();
+        store.sink().send(vec![reading(&d, &t0, &u)]).await.unwrap();
+        store.flush().await.unwrap();
+        store.close();
+    }
+    {
+        let conn = rusqlite::Connection::open(cfg(dir.path()).path).unwrap();
+        for seq in 2..=1001i64 {
+            conn.execute(
+                "INSERT INTO readings (seq, tag_id, ts, kind, value, quality) VALUES (?1, 999, 0, 0, 1.0, 0)",
+                rusqlite::params![seq],
+            )
+            .unwrap();
+        }
+    }
+    let store = Store::open(&cfg(dir.path()), 16).unwrap();
+    let mut reader = store.reader().unwrap();
+    let read = reader.readings_after(0, 2000).unwrap();
+    assert_eq!(read.iter().map(|r| r.seq).collect::<Vec<_>>(), [1]);
+    assert!(
+        reader.tag_loads <= 2,
+        "{} tag table reads",
+        reader.tag_loads
+    );
+    store.close();
+}
