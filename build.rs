@@ -7,10 +7,18 @@
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LINESIDE_SYMBOL_ORDER");
+    let target = std::env::var("TARGET").unwrap_or_default();
+    if target == "x86_64-unknown-linux-gnu" {
+        // Relative relocations packed (DT_RELR) instead of 48,000 RELA entries: the loader reads
+        // every entry at start, which kept the 1.1 MiB `.rela.dyn` resident for the life of the agent
+        // (issue 14, idle memory). The binary stays position-independent (ASLR). Needs glibc 2.36 at
+        // run time (Debian 12, Ubuntu 22.10 and later); scripts/package puts that into Depends, and
+        // the static musl build is the one for older images.
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
     let Some(order) = std::env::var_os("LINESIDE_SYMBOL_ORDER").filter(|o| !o.is_empty()) else {
         return;
     };
-    let target = std::env::var("TARGET").unwrap_or_default();
     if target != "x86_64-unknown-linux-gnu" {
         println!(
             "cargo:warning=LINESIDE_SYMBOL_ORDER is set, but symbol ordering is only wired for x86_64-unknown-linux-gnu (rust-lld); linking {target} without it"

@@ -48,6 +48,7 @@ impl StoreReader {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "cache_size", -schema::READER_CACHE_KIB)?;
         let epoch = schema::meta_get(&conn, keys::EPOCH)?.unwrap_or(0).max(0) as u64;
         Ok(StoreReader {
             conn,
