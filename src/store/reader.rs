@@ -61,6 +61,16 @@ impl StoreReader {
         })
     }
 
+    /// The connection's page cache limit, KiB (tests).
+    #[cfg(test)]
+    pub(super) fn cache_size_kib(&self) -> i64 {
+        let pages: i64 = self
+            .conn
+            .pragma_query_value(None, "cache_size", |r| r.get(0))
+            .unwrap_or(0);
+        -pages
+    }
+
     pub(super) fn reporting_to(mut self, ctrl: flume::Sender<Control>) -> Self {
         self.report = Some(ctrl);
         self

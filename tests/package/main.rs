@@ -208,6 +208,17 @@ fn control_fields_conffiles_and_md5sums() {
     }
     let depends = field("Depends");
     assert!(depends.contains("libc6 (>= 2."), "Depends: {depends}");
+    // build.rs packs the relative relocations on x86_64 GNU: the binary needs GLIBC_ABI_DT_RELR (2.36),
+    // which no symbol version shows, so scripts/package must add it.
+    if std::env::var_os("LINESIDE_DEB").is_none()
+        && cfg!(all(
+            target_arch = "x86_64",
+            target_os = "linux",
+            target_env = "gnu"
+        ))
+    {
+        assert!(depends.contains("libc6 (>= 2.36)"), "Depends: {depends}");
+    }
     assert!(
         depends.contains("systemd | systemd-standalone-sysusers | systemd-sysusers"),
         "Depends: {depends}"
