@@ -12,7 +12,7 @@ pub const SCHEMA_VERSION: i64 = 2;
 
 /// Page cache of the writer's connection, KiB. SQLite's default (2,000 KiB) fills over the first minutes
 /// of a long run and stays allocated: appended readings pass through the cache once and are never read
-/// back by the writer, so an idle agent's memory grew by 1.8 MiB in 10 minutes for nothing (issue 14).
+/// back by the writer, so an idle agent's memory grew by 1.6 MiB in 15 minutes for nothing (issue 14).
 /// Appending touches only the right edge of each b-tree; a transaction larger than the cache spills
 /// dirty pages to the WAL before its commit, which the commit would write anyway.
 pub const WRITER_CACHE_KIB: i64 = 512;
