@@ -93,20 +93,24 @@ async fn tags_loaded_at_start_share_device_and_unit_names() {
     store.close();
 }
 
+/// A closed store in `dir` holding one reading of plc/t0 (mm), for tests that then damage the file.
+async fn one_reading_stored(dir: &std::path::Path) -> (Arc<str>, Arc<str>, Arc<str>) {
+    let (d, u): (Arc<str>, Arc<str>) = (Arc::from("plc"), Arc::from("mm"));
+    let t0: Arc<str> = Arc::from("t0");
+    let store = Store::open(&cfg(dir), 16).unwrap();
+    store.sink().send(vec![reading(&d, &t0, &u)]).await.unwrap();
+    store.flush().await.unwrap();
+    store.close();
+    (d, u, t0)
+}
+
 /// Tag ids come from the file: a damaged or hand-edited `tags` row with a huge or negative id must not
 /// make the writer or a reader allocate by it (they used to index vectors by id and would abort), and
 /// tags added after it still count and read back by name.
 #[tokio::test]
 async fn a_damaged_tag_id_neither_aborts_nor_loses_names() {
     let dir = tempfile::tempdir().unwrap();
-    let (d, u): (Arc<str>, Arc<str>) = (Arc::from("plc"), Arc::from("mm"));
-    let t0: Arc<str> = Arc::from("t0");
-    {
-        let store = Store::open(&cfg(dir.path()), 16).unwrap();
-        store.sink().send(vec![reading(&d, &t0, &u)]).await.unwrap();
-        store.flush().await.unwrap();
-        store.close();
-    }
+    let (d, u, t0) = one_reading_stored(dir.path()).await;
     {
         let conn = rusqlite::Connection::open(cfg(dir.path()).path).unwrap();
         for (id, tag) in [(1i64 << 40, "far"), (-5, "negative"), (i64::MAX, "last")] {
@@ -150,14 +154,7 @@ async fn a_damaged_tag_id_neither_aborts_nor_loses_names() {
 #[tokio::test]
 async fn readings_of_an_unknown_tag_are_skipped_with_one_reload_per_read() {
     let dir = tempfile::tempdir().unwrap();
-    let (d, u): (Arc<str>, Arc<str>) = (Arc::from("plc"), Arc::from("mm"));
-    let t0: Arc<str> = Arc::from("t0");
-    {
-        let store = Store::open(&cfg(dir.path()), 16).unwrap();
-        store.sink().send(vec![reading(&d, &t0, &u)]).await.unwrap();
-        store.flush().await.unwrap();
-        store.close();
-    }
+    one_reading_stored(dir.path()).await;
     {
         let conn = rusqlite::Connection::open(cfg(dir.path()).path).unwrap();
         for seq in 2..=1001i64 {
