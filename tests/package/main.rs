@@ -440,6 +440,27 @@ fn packaged_files_are_the_trees_and_the_binary_runs() {
             }
         }
     }
+    // jemalloc serves the C code too (Cargo.toml, glibc only): the binary defines malloc and free, so
+    // SQLite's allocations and glibc's own go to it instead of glibc's per-thread arenas.
+    let glibc_build = std::env::var_os("LINESIDE_DEB").is_none()
+        && cfg!(all(target_os = "linux", target_env = "gnu"));
+    let dynamic_symbols = Command::new("readelf")
+        .arg("--dyn-syms")
+        .arg("-W")
+        .arg(&bin)
+        .output();
+    if let (true, Ok(out)) = (glibc_build, dynamic_symbols) {
+        let symbols = String::from_utf8_lossy(&out.stdout);
+        for name in ["malloc", "free"] {
+            assert!(
+                symbols.lines().any(|l| {
+                    let fields: Vec<&str> = l.split_whitespace().collect();
+                    fields.len() >= 8 && fields[7] == name && fields[6] != "UND"
+                }),
+                "the binary does not define {name}: C code would use glibc's allocator"
+            );
+        }
+    }
 }
 
 #[test]
