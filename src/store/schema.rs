@@ -15,9 +15,11 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// back by the writer, so an idle agent's memory grew by 1.6 MiB in 15 minutes for nothing (issue 14).
 /// Appending touches only the right edge of each b-tree; a transaction larger than the cache spills
 /// dirty pages to the WAL before its commit, which the commit would write anyway.
-pub const WRITER_CACHE_KIB: i64 = 512;
-/// Page cache of a reader's connection, KiB: readers read ranges of fresh readings once, in order.
-pub const READER_CACHE_KIB: i64 = 256;
+pub const WRITER_CACHE_KIB: i64 = 256;
+/// Page cache of a reader's connection, KiB: readers read ranges of fresh readings once, in order, so
+/// only the few interior pages above them are read again; whatever a catch-up filled the cache with
+/// stays allocated for the rest of the run.
+pub const READER_CACHE_KIB: i64 = 128;
 
 pub fn open_writer(
     path: &std::path::Path,
