@@ -80,71 +80,23 @@ pub enum Command {
     },
 }
 
-/// What the command line asked for, with `run`'s config already loaded.
-enum Parsed {
-    Run {
-        cfg: Box<crate::config::Config>,
-        config: PathBuf,
-        log_json: bool,
-    },
-    BadConfig(ExitCode),
-    Other(Box<Cli>),
-}
-
-/// Parses the command line and, for `run`, loads the config.
-fn parse() -> Parsed {
-    let cli = Cli::parse();
-    let Command::Run { config } = cli.command else {
-        return Parsed::Other(Box::new(cli));
-    };
-    match crate::config::load(&config) {
-        Ok(cfg) => Parsed::Run {
-            cfg: Box::new(cfg),
-            config,
-            log_json: cli.log_json,
-        },
-        Err(errors) => {
-            eprintln!("{errors}");
-            eprintln!("{} error(s); lineside did not start", errors.0.len());
-            Parsed::BadConfig(ExitCode::from(2))
-        }
-    }
-}
-
 pub fn main() -> ExitCode {
-    // On a thread of its own: clap's builders and the config's deserializers run deep stack frames, and
-    // the main thread, which then runs the agent for months, would keep those pages resident (about
-    // 100 KiB of an idle agent's memory, issue 14). A thread's stack is given back when it exits. 8 MiB
-    // like the main thread's, so a config parses on it whatever it parsed on before (only the pages
-    // touched count).
-    let parser = std::thread::Builder::new()
-        .name("parse".into())
-        .stack_size(8 << 20)
-        .spawn(parse);
-    let parsed = match parser.map(|thread| thread.join()) {
-        Ok(Ok(parsed)) => parsed,
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(e) => {
-            eprintln!("cannot start a thread: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let cli = match parsed {
-        Parsed::Run {
-            cfg,
-            config,
-            log_json,
-        } => {
-            let json = log_json || cfg.agent.log_format == crate::config::LogFormat::Json;
-            crate::logging::init(&cfg.agent.log_level, json);
-            return run_agent(*cfg, config);
-        }
-        Parsed::BadConfig(code) => return code,
-        Parsed::Other(cli) => *cli,
-    };
+    let cli = Cli::parse();
     match cli.command {
         Command::Check { config, plan } => check::run(&config, plan),
-        Command::Run { .. } => unreachable!("parse() loads the config of `run`"),
+        Command::Run { config } => {
+            let cfg = match crate::config::load(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    eprintln!("{} error(s); lineside did not start", errors.0.len());
+                    return ExitCode::from(2);
+                }
+            };
+            let json = cli.log_json || cfg.agent.log_format == crate::config::LogFormat::Json;
+            crate::logging::init(&cfg.agent.log_level, json);
+            run_agent(cfg, config)
+        }
         Command::Status(args) => status::run(args),
         Command::User(cmd) => user::run(cmd),
         #[cfg(feature = "embedded-broker")]
@@ -220,8 +172,7 @@ pub fn run_agent(cfg: crate::config::Config, config_path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Boxed: the agent's future is large, and on the main thread's stack its pages would stay resident.
-    let code = runtime.block_on(Box::pin(async {
+    let code = runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let (control, reload) =
             crate::agent::AgentControl::with_reload(shutdown.clone(), config_path);
@@ -233,7 +184,7 @@ pub fn run_agent(cfg: crate::config::Config, config_path: PathBuf) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    }));
+    });
     // A task or blocking call left behind by a shutdown phase that overran must not hold the process:
     // dropping the runtime would wait for it without bound.
     runtime.shutdown_timeout(std::time::Duration::from_millis(300));
