@@ -64,11 +64,7 @@ impl StoreReader {
     /// The connection's page cache limit, KiB (tests).
     #[cfg(test)]
     pub(super) fn cache_size_kib(&self) -> i64 {
-        let pages: i64 = self
-            .conn
-            .pragma_query_value(None, "cache_size", |r| r.get(0))
-            .unwrap_or(0);
-        -pages
+        schema::cache_size_kib(&self.conn)
     }
 
     pub(super) fn reporting_to(mut self, ctrl: flume::Sender<Control>) -> Self {

@@ -138,14 +138,18 @@ pub mod keys {
     pub const EPOCH: &str = "epoch";
 }
 
+/// A connection's page cache limit, KiB (tests; `cache_size` holds it negated when set in KiB).
+#[cfg(test)]
+pub(super) fn cache_size_kib(conn: &Connection) -> i64 {
+    let size: i64 = conn
+        .pragma_query_value(None, "cache_size", |r| r.get(0))
+        .unwrap();
+    -size
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cache_size(conn: &Connection) -> i64 {
-        conn.pragma_query_value(None, "cache_size", |r| r.get(0))
-            .unwrap()
-    }
 
     /// SQLite's default page cache (2,000 KiB per connection) filled over the first minutes of an idle
     /// run and stayed allocated (issue 14): the writer's and the readers' caches are capped.
@@ -154,7 +158,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lineside.db");
         let writer = open_writer(&path, Synchronous::Normal, 64 * 1024 * 1024).unwrap();
-        assert_eq!(cache_size(&writer), -WRITER_CACHE_KIB);
+        assert_eq!(cache_size_kib(&writer), WRITER_CACHE_KIB);
         let reader = crate::store::StoreReader::open(&path).unwrap();
         assert_eq!(reader.cache_size_kib(), READER_CACHE_KIB);
     }
