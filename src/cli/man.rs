@@ -40,6 +40,26 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
 
+    /// Each visible command's description is its own (a doc comment above the wrong variant once gave
+    /// `modbus` none and `user` the Modbus one), and it is what `--help` and the man pages print.
+    #[test]
+    fn every_visible_command_has_its_own_description() {
+        for sub in crate::cli::Cli::command()
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set())
+        {
+            let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+            assert!(!about.is_empty(), "`{}` has no description", sub.get_name());
+            for other in ["modbus", "opcua", "serial"] {
+                assert!(
+                    other == sub.get_name() || !about.to_lowercase().contains(other),
+                    "`{}` is described as {other}: {about}",
+                    sub.get_name()
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_page_per_visible_command_and_none_for_hidden_ones() {
         let dir = tempfile::tempdir().unwrap();
