@@ -2,8 +2,23 @@
 scripts/measure-idle-rss (its memory): the e2e_load bench's `idle` case (benches/e2e/config.rs, `header`
 and `sim_devices`), spelled again here because the bench is Rust. Keep the three the same: the code
 layout is recorded from what this config runs, so a measurement under another config pays for code
-the layout did not put first.
+the layout did not put first. Also the broker both run it against: a mosquitto on a free port.
 """
+
+import socket
+import subprocess
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_broker(mosquitto, port):
+    """A mosquitto on 127.0.0.1:port, quiet; the caller terminates it (it is stopped and started again
+    for outages)."""
+    return subprocess.Popen([mosquitto, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def idle_config(state_dir, port, tags=1000):
